@@ -1,0 +1,27 @@
+"""Error types that carry rd3kit's exit codes. Must not print or exit: the CLI maps them to exit codes."""
+
+from __future__ import annotations
+
+
+class RD3Error(Exception):
+    """Base class; `exit_code` follows STYLE.md: 1 verification failed, 2 usage/config, 3 data/integrity."""
+
+    exit_code = 2
+
+
+class ConfigError(RD3Error):
+    """A protocol, reference entry or command-line value is wrong (exit 2)."""
+
+    exit_code = 2
+
+
+class DataError(RD3Error):
+    """An input file is missing, malformed or fails its integrity check (exit 3)."""
+
+    exit_code = 3
+
+
+class VerificationFailed(RD3Error):
+    """A number did not reproduce (exit 1)."""
+
+    exit_code = 1
