@@ -1,0 +1,156 @@
+"""The `rd3kit` command line: parse, call the API, render. Heavy imports live inside commands.
+
+Must not: hold evaluation logic (that is rd3kit.api) or print tracebacks for expected errors: an RD3Error
+becomes a one-line message on stderr and its exit code (1 verify failed, 2 usage/config, 3 data).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from pathlib import Path
+from typing import Callable, List, Optional
+
+import typer
+
+from rd3kit.errors import RD3Error
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, help="Reproducibility kit for dataset distillation.")
+protocol_app = typer.Typer(no_args_is_help=True, help="Frozen, versioned evaluation protocols.")
+app.add_typer(protocol_app, name="protocol")
+
+
+def guarded(fn: Callable) -> Callable:
+    """Turn rd3kit errors into a short message and the error's exit code."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except RD3Error as exc:
+            typer.secho(f"error: {exc}", err=True, fg=typer.colors.RED)
+            raise typer.Exit(exc.exit_code) from None
+        except KeyboardInterrupt:
+            typer.secho("interrupted: finished seeds are cached; rerun the same command to resume", err=True)
+            raise typer.Exit(130) from None
+
+    return wrapper
+
+
+def emit_json(obj: object) -> None:
+    sys.stdout.write(json.dumps(obj, indent=2) + "\n")
+
+
+@protocol_app.command("list")
+@guarded
+def protocol_list(as_json: bool = typer.Option(False, "--json", help="Machine-readable output.")) -> None:
+    """List released protocols with their hashes."""
+    from rd3kit.protocols import protocol_hash, released
+
+    rows = [{"ref": ref, "sha256": protocol_hash(p), "family": p.family, "kind": p.kind, "dataset": p.data.name}
+            for ref, p in sorted(released().items())]
+    if as_json:
+        return emit_json(rows)
+    width = max(len(r["ref"]) for r in rows)
+    for r in rows:
+        typer.echo(f"{r['ref']:<{width}}  {r['sha256'][:12]}  {r['family']:<9} {r['kind']:<14} {r['dataset']}")
+
+
+@protocol_app.command("show")
+@guarded
+def protocol_show(ref: str, as_json: bool = typer.Option(False, "--json", help="Machine-readable output.")) -> None:
+    """Show one protocol in full, with its sha256."""
+    from rd3kit.protocols import get_protocol, protocol_hash
+
+    p = get_protocol(ref)
+    doc = {"ref": p.ref, "sha256": protocol_hash(p), "spec": p.model_dump(mode="json")}
+    if as_json:
+        return emit_json(doc)
+    typer.echo(f"{p.ref}  sha256 {doc['sha256']}\n{p.description}\nsource: {p.source}\n")
+    typer.echo(json.dumps(doc["spec"], indent=2))
+
+
+def load_set_arg(paths: List[str], space: str, select: Optional[int], idc_factor: Optional[int]):
+    """Resolve SET arguments: local files now; catalogue names and hf:// URIs when the Hub module is present."""
+    from rd3kit.sources import resolve_set
+
+    return resolve_set(paths, space=space, select=select, idc_factor=idc_factor)
+
+
+@app.command("eval")
+@guarded
+def eval_cmd(
+    set_paths: List[str] = typer.Argument(..., metavar="SET", help="Distilled set: file(s), folder, catalogue name or hf://REPO@REV/path."),
+    protocol: str = typer.Option(..., "--protocol", "-p", help="Protocol id@vN (see `rd3kit protocol list`)."),
+    space: Optional[str] = typer.Option(None, help="Normalisation space of the set: raw01, normalized or zca."),
+    select: Optional[int] = typer.Option(None, help="Which set of a multi-set DC file (e.g. -1 for the last)."),
+    idc_factor: Optional[int] = typer.Option(None, help="IDC multi-formation factor to decode (2 for CIFAR)."),
+    test: Optional[Path] = typer.Option(None, help="Test split file (.npz: x uint8 NHWC, y)."),
+    train: Optional[Path] = typer.Option(None, help="Train split file, needed to fit ZCA."),
+    data_root: Optional[Path] = typer.Option(None, help="Folder with torchvision datasets."),
+    download: bool = typer.Option(False, help="Allow torchvision to download missing real data."),
+    seeds: Optional[str] = typer.Option(None, help="Comma-separated seeds; default: the protocol's list."),
+    device: str = typer.Option("cpu", help="cpu or cuda[:N]."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Write the result record here."),
+    cache_dir: Optional[Path] = typer.Option(None, help="Per-seed run cache (default $RD3KIT_HOME/runs)."),
+    no_cache: bool = typer.Option(False, help="Do not read or write the per-seed cache."),
+    as_json: bool = typer.Option(False, "--json", help="Print the result record as JSON."),
+) -> None:
+    """Evaluate a distilled set under a frozen protocol over seeds; reports final-epoch top-1."""
+    from rd3kit import api
+    from rd3kit.protocols import get_protocol
+    from rd3kit.record import write_json
+    from rd3kit.sources.realdata import load_split
+
+    proto = get_protocol(protocol)
+    dset = load_set_arg(set_paths, space, select, idc_factor)
+    test_split = load_split(proto.data.name, "test", test, data_root, download)
+    train_split = load_split(proto.data.name, "train", train, data_root, download) if proto.data.zca else None
+    runtime = api.Runtime(device=device, cache_dir=None if no_cache else (cache_dir or api.default_cache_dir()),
+                          progress=not as_json and sys.stderr.isatty())
+    result = api.evaluate(dset, proto, test_split, train=train_split, seeds=parse_seeds(seeds), runtime=runtime)
+    if out is not None:
+        write_json(out, result)
+    if as_json:
+        return emit_json(result)
+    render_result(result, out)
+
+
+def parse_seeds(text: Optional[str]) -> Optional[list[int]]:
+    if text is None:
+        return None
+    try:
+        return [int(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        raise RD3Error(f"--seeds must be comma-separated integers, got {text!r}") from None
+
+
+def render_result(result: dict, out: Optional[Path]) -> None:
+    s = result["inputs"]["set"]
+    typer.echo(f"{result['protocol']['ref']} (sha256 {result['protocol']['sha256'][:12]}) on {s['origin']} "
+               f"(IPC {s['ipc']}, {s['n']} images), test: {result['inputs']['test']['label']}")
+    for r in result["per_seed"]:
+        typer.echo(f"  seed {r['seed']:>3}: top1 {100 * r['top1']:6.2f} %  ({r['wall_s']:.1f} s{', cached' if r.get('cached') else ''})")
+    typer.echo(f"final-epoch top1: {100 * result['mean']:.2f} +- {100 * result['std']:.2f} % over {result['n']} seeds "
+               f"(lr {result['lr']['value']:g} from {result['lr']['source']}); wall {result['wall_s']:.1f} s")
+    if out is not None:
+        typer.echo(f"record: {out}")
+
+
+def _register_optional() -> None:
+    """Attach command groups that live in their own modules, when present."""
+    import importlib
+
+    for name in ("rd3kit.cli_reference", "rd3kit.cli_hub", "rd3kit.cli_baseline", "rd3kit.cli_audit",
+                 "rd3kit.cli_decoupled", "rd3kit.cli_report", "rd3kit.cli_scale"):
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name != name:
+                raise
+            continue
+        module.register(app)
+
+
+_register_optional()

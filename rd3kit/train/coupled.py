@@ -1,0 +1,101 @@
+"""The coupled-family training loop (DC's evaluate_synset), one seed at a time.
+
+Must not: read or write files, print, or touch global RNG state: every random draw comes from generators
+derived from the seed passed in.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from rd3kit.models import build_model
+from rd3kit.protocols.spec import CoupledProtocol
+from rd3kit.train.augment import augment
+
+
+@dataclass(frozen=True)
+class SeedStreams:
+    """Independent generators for one seed: model init, batch order, augmentation."""
+
+    init: int
+    shuffle: torch.Generator
+    aug: torch.Generator
+
+
+def streams(seed: int, device: torch.device) -> SeedStreams:
+    # SeedSequence spawns statistically independent child seeds from one recorded integer.
+    init, shuffle, aug = (int(s.generate_state(1, np.uint64)[0] >> 1) for s in np.random.SeedSequence(seed).spawn(3))
+    gen_dev = device if device.type == "cuda" else torch.device("cpu")
+    return SeedStreams(init, torch.Generator().manual_seed(shuffle), torch.Generator(gen_dev).manual_seed(aug))
+
+
+def soft_cross_entropy(logits: torch.Tensor, target_logits: torch.Tensor) -> torch.Tensor:
+    """DATM's SoftCrossEntropy: -sum(log_softmax(out) * softmax(target)) / B (temperature 1)."""
+    return -(F.log_softmax(logits, dim=1) * F.softmax(target_logits, dim=1)).sum(dim=1).mean()
+
+
+def build_seeded(protocol: CoupledProtocol, seed_init: int, device: torch.device) -> torch.nn.Module:
+    """Build the protocol's network with its init drawn from `seed_init`, leaving global RNG untouched."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed_init)
+        net = build_model(protocol.model, protocol.data.channels, protocol.data.num_classes,
+                          tuple(protocol.data.image_size))
+    return net.to(device)
+
+
+def _sgd(net: torch.nn.Module, protocol: CoupledProtocol, lr: float) -> torch.optim.Optimizer:
+    o = protocol.optimizer
+    return torch.optim.SGD(net.parameters(), lr=lr, momentum=o.momentum, weight_decay=o.weight_decay)
+
+
+def train(
+    protocol: CoupledProtocol,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    seed: int,
+    lr: float,
+    on_epoch: Callable[[int], None] | None = None,
+) -> torch.nn.Module:
+    """Train one network on (images, labels) under `protocol`; returns it after the last epoch."""
+    device = images.device
+    rng = streams(seed, device)
+    net = build_seeded(protocol, rng.init, device)
+    loss_fn = soft_cross_entropy if protocol.labels.kind == "soft_logits" else F.cross_entropy
+    optimizer = _sgd(net, protocol, lr)
+    n, batch = images.shape[0], protocol.batch_size
+    for ep in range(protocol.run_epochs):
+        net.train()
+        order = torch.randperm(n, generator=rng.shuffle).to(device)
+        for start in range(0, n, batch):
+            idx = order[start:start + batch]
+            x = augment(images[idx], protocol.augmentation, rng.aug)
+            loss = loss_fn(net(x), labels[idx])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+        if ep in protocol.schedule.milestones:
+            lr *= protocol.schedule.gamma
+            if protocol.schedule.reset_optimizer:  # DC re-creates SGD, dropping momentum buffers
+                optimizer = _sgd(net, protocol, lr)
+            else:
+                for group in optimizer.param_groups:
+                    group["lr"] = lr
+        if on_epoch is not None:
+            on_epoch(ep)
+    return net
+
+
+@torch.no_grad()
+def top1(net: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, batch: int) -> float:
+    """Top-1 accuracy as a fraction, in eval mode, no augmentation."""
+    net.eval()
+    correct = 0
+    for start in range(0, images.shape[0], batch):
+        pred = net(images[start:start + batch]).argmax(dim=1)
+        correct += int((pred == labels[start:start + batch]).sum())
+    return correct / images.shape[0]
