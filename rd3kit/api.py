@@ -168,7 +168,7 @@ def _record(protocol, phash, dset, test, train, summary, per_seed, lr_info, runt
         "protocol": {"ref": protocol.ref, "sha256": phash, "kind": protocol.kind, "spec": protocol.model_dump(mode="json")},
         "inputs": {
             "set": {"origin": dset.origin, "space": dset.space, "files": dset.files, "content_sha256": _content_hash(dset),
-                    **summary},
+                    **dset.recipe, **summary},
             "test": test.describe(),
             "train": train.describe() if train is not None else None,
         },

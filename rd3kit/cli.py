@@ -110,11 +110,18 @@ def eval_cmd(
     runtime = api.Runtime(device=device, cache_dir=None if no_cache else (cache_dir or api.default_cache_dir()),
                           progress=not as_json and sys.stderr.isatty())
     result = api.evaluate(dset, proto, test_split, train=train_split, seeds=parse_seeds(seeds), runtime=runtime)
+    result["command"] = command_line(sys.argv[1:])
     if out is not None:
         write_json(out, result)
     if as_json:
         return emit_json(result)
     render_result(result, out)
+
+
+def command_line(argv: list[str]) -> str:
+    import shlex
+
+    return "rd3kit " + " ".join(shlex.quote(a) for a in argv)
 
 
 def parse_seeds(text: Optional[str]) -> Optional[list[int]]:

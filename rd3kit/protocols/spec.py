@@ -27,7 +27,7 @@ class ZCASpec(Frozen):
 class DataSpec(Frozen):
     """The real dataset the set distils and the test split the accuracy is measured on."""
 
-    name: Literal["mnist", "fashion-mnist", "svhn", "cifar10", "cifar100", "tinyimagenet", "imagenet-1k"]
+    name: Literal["digits", "mnist", "fashion-mnist", "svhn", "cifar10", "cifar100", "tinyimagenet", "imagenet-1k"]
     num_classes: int = Field(gt=1)
     channels: Literal[1, 3]
     image_size: tuple[int, int]
@@ -175,4 +175,7 @@ class CoupledProtocol(Frozen):
         return f"{self.id}@v{self.version}"
 
 
-Protocol = CoupledProtocol
+# Imported here, not at the top: decoupled.py builds on Frozen/DataSpec/ModelSpec defined above.
+from rd3kit.protocols.decoupled import DecoupledProtocol, TeacherProtocol  # noqa: E402
+
+Protocol = Annotated[Union[CoupledProtocol, DecoupledProtocol, TeacherProtocol], Field(discriminator="family")]

@@ -15,6 +15,11 @@ def resolve_set(args: list[str], space: str | None, select: int | None = None,
                 idc_factor: int | None = None) -> DistilledSet:
     """Resolve SET arguments to a loaded, hashed DistilledSet."""
     first = args[0]
+    if first.startswith("embedded:"):
+        from rd3kit.embedded import digits_subset
+
+        _, method, ipc, seed = first.removeprefix("embedded:").split("/")  # digits/{method}/ipc{N}/seed{S}
+        return digits_subset(method, int(ipc.removeprefix("ipc")), int(seed.removeprefix("seed")))
     if first.startswith("hf://") or (len(args) == 1 and not Path(first).exists() and "/" not in first):
         from rd3kit.sources import hub  # the only module that may reach the network
 

@@ -43,6 +43,7 @@ class DistilledSet:
     lr: float | None = None
     files: dict[str, str] = field(default_factory=dict)  # file path -> sha256 of its bytes
     origin: str = ""
+    recipe: dict = field(default_factory=dict)  # how it was read (select, idc_factor): recorded, needed to redo it
 
     @property
     def soft(self) -> bool:
@@ -155,7 +156,8 @@ def load_local(
     labels = labels.to(torch.int64) if labels.ndim == 1 else labels.to(torch.float32)
     if idc_factor:
         images, labels = decode_zoom(images, labels, idc_factor)
-    return DistilledSet(images, labels, space, lr, {str(f): sha256_file(f) for f in files}, str(files[0]))
+    recipe = {"select": select, "idc_factor": idc_factor}
+    return DistilledSet(images, labels, space, lr, {str(f): sha256_file(f) for f in files}, str(files[0]), recipe)
 
 
 def _expand(paths: list[Path]) -> list[Path]:

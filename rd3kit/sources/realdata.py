@@ -102,7 +102,11 @@ def _tensor_digest(x: np.ndarray, y: np.ndarray) -> str:
 
 
 def load_split(dataset: str, split: str, source: Path | None, data_root: Path | None, download: bool = False) -> RealSplit:
-    """Resolve a real split from an explicit file (`source`) or a torchvision folder under `data_root`."""
+    """Resolve a real split: the embedded digits, an explicit file (`source`), or torchvision's folders."""
+    if dataset == "digits":
+        from rd3kit.embedded import digits_split
+
+        return digits_split(split)
     if source is not None:
         if source.suffix == ".npz":
             return from_npz(source, dataset, split)

@@ -1,0 +1,123 @@
+"""`reproduce`: fetch an entry's pinned inputs, rerun its protocol with its seeds, verify the numbers.
+
+Must not: accept inputs whose sha256 differs from the entry's pins, or change a protocol: the released
+protocol must hash to the entry's recorded sha256.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from rd3kit import api
+from rd3kit.errors import ConfigError, DataError
+from rd3kit.protocols import get_protocol, protocol_hash
+from rd3kit.reference.store import Claim, Entry, Reproduction, SetInput, SplitInput, load_all
+from rd3kit.reference.verdict import Verdict, verify
+from rd3kit.sources.formats import DistilledSet, sha256_file
+from rd3kit.sources.realdata import RealSplit
+
+DEFAULT_ENTRIES = ("digits-random-ipc10-coupled-digits-v1",)
+
+
+def default_data_dir() -> Path | None:
+    """`$RD3KIT_DATA`, else `../shared/data` next to the source checkout, if it exists."""
+    env = os.environ.get("RD3KIT_DATA")
+    if env:
+        return Path(env)
+    guess = Path(__file__).resolve().parents[3] / "shared" / "data"
+    return guess if guess.is_dir() else None
+
+
+@dataclass
+class Outcome:
+    entry: Reproduction
+    result: dict
+    verdicts: list[Verdict]
+
+    @property
+    def passed(self) -> bool:
+        return all(v.passed for v in self.verdicts)
+
+
+def _shared_file(rel: str, sha256: str | None, data_dir: Path | None, entry: str) -> Path:
+    if data_dir is None:
+        raise DataError(f"{entry}: needs {rel} from the shared data folder; pass --data-dir or set RD3KIT_DATA")
+    path = data_dir / rel
+    if not path.is_file():
+        raise DataError(f"{entry}: {path} not found (expected the file with sha256 {sha256})")
+    if sha256 is not None and sha256_file(path) != sha256:
+        raise DataError(f"{path}: sha256 differs from the pin {sha256} in reference entry {entry}; refusing to use it")
+    return path
+
+
+def load_set(spec: SetInput, data_dir: Path | None, entry: str) -> DistilledSet:
+    if spec.source == "embedded":
+        from rd3kit.embedded import digits_subset
+
+        method, ipc, seed = spec.path.split("/")[1:]  # digits/{method}/ipc{N}/seed{S}
+        dset = digits_subset(method, int(ipc.removeprefix("ipc")), int(seed.removeprefix("seed")))
+        if spec.sha256 is not None and spec.sha256 not in dset.files.values():
+            raise DataError(f"{entry}: embedded set {spec.path} rebuilt with a different sha256 than pinned")
+        return dset
+    if spec.source == "shared-data":
+        from rd3kit.sources.formats import load_local
+
+        path = _shared_file(spec.path, spec.sha256, data_dir, entry)
+        return load_local([path], spec.space, spec.select, spec.idc_factor)
+    from rd3kit.sources import resolve_set
+
+    return resolve_set([spec.path], space=spec.space, select=spec.select, idc_factor=spec.idc_factor)
+
+
+def load_split_input(spec: SplitInput, dataset: str, split: str, data_dir: Path | None, entry: str) -> RealSplit:
+    if spec.source == "embedded":
+        from rd3kit.embedded import digits_split
+
+        got = digits_split(split)
+    elif spec.source == "shared-data":
+        from rd3kit.sources.realdata import from_npz
+
+        got = from_npz(_shared_file(spec.path, spec.sha256, data_dir, entry), dataset, split)
+    else:
+        from rd3kit.sources.realdata import from_torchvision
+
+        got = from_torchvision(Path(spec.path), dataset, split)
+    if got.sha256 != spec.sha256:
+        raise DataError(f"{entry}: {split} split sha256 {got.sha256[:12]} differs from the pin {spec.sha256[:12]}")
+    return got
+
+
+def reproduce(entry: Reproduction, data_dir: Path | None, runtime: api.Runtime) -> Outcome:
+    """Rerun one reproduction entry and verify against it and its linked claim."""
+    protocol = get_protocol(entry.protocol)
+    if protocol_hash(protocol) != entry.protocol_sha256:
+        raise ConfigError(f"{entry.name}: {entry.protocol} now hashes to {protocol_hash(protocol)[:12]}, "
+                          f"the entry pins {entry.protocol_sha256[:12]}")
+    dset = load_set(entry.set, data_dir, entry.name)
+    test = load_split_input(entry.test, entry.dataset, "test", data_dir, entry.name)
+    train = load_split_input(entry.train, entry.dataset, "train", data_dir, entry.name) if entry.train else None
+    result = api.evaluate(dset, protocol, test, train=train, seeds=entry.seeds, runtime=runtime)
+    verdicts = [verify(result, entry)]
+    entries = load_all()
+    if entry.claim and entry.claim in entries:
+        verdicts.append(verify(result, entries[entry.claim]))
+    return Outcome(entry, result, verdicts)
+
+
+def reproductions_for(name: str) -> list[Reproduction]:
+    """An entry name -> the reproductions to run: itself, or those linked to a claim."""
+    entries = load_all()
+    if name not in entries:
+        from rd3kit.reference.store import get_entry
+
+        get_entry(name)  # raises with a did-you-mean
+    entry: Entry = entries[name]
+    if isinstance(entry, Claim):
+        linked = [e for e in entries.values() if isinstance(e, Reproduction) and e.claim == name]
+        if not linked:
+            raise ConfigError(f"claim {name} has no reproduction recipe yet (no reproduction entry links to it); "
+                              f"run `rd3kit eval` on its artifact with --protocol {entry.protocol} and `rd3kit verify`")
+        return linked
+    return [entry]
