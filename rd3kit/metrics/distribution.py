@@ -90,8 +90,12 @@ def coverage(real: np.ndarray, sample: np.ndarray, k: int = 5) -> float:
     A real point r counts when min_j ||r - s_j|| < (distance from r to its k-th nearest real neighbour).
     k = 5 is the paper's default. In [0, 1]; 1 means the set touches every region of the real data.
     """
-    real, sample = _check(real, "real", k + 1), _check(sample, "sample", 1)
-    radii = knn_radii(real, k)
+    real = _check(real, "real", k + 1)
+    return _covered(real, knn_radii(real, k), _check(sample, "sample", 1))
+
+
+def _covered(real: np.ndarray, radii: np.ndarray, sample: np.ndarray) -> float:
+    # Strict '<' as in the paper's reference code: a set point exactly on the ball's edge does not count.
     covered = 0
     for start in range(0, real.shape[0], _BLOCK):
         nearest = _distances(real[start:start + _BLOCK], sample).min(axis=1)
@@ -105,7 +109,7 @@ def mean_pairwise_distance(feats: np.ndarray) -> float:
     n, total = feats.shape[0], 0.0
     for start in range(0, n, _BLOCK):
         total += _distances(feats[start:start + _BLOCK], feats).sum()
-    return total / (n * (n - 1))
+    return float(total / (n * (n - 1)))
 
 
 def diversity(real: np.ndarray, sample: np.ndarray) -> float:
@@ -146,25 +150,55 @@ def mmd2(real: np.ndarray, sample: np.ndarray, sigma: float | None = None) -> fl
     """
     real, sample = _check(real, "real", 2), _check(sample, "sample", 2)
     sigma = median_bandwidth(real) if sigma is None else float(sigma)
-    n, m = real.shape[0], sample.shape[0]
-    # k(x, x) = 1, so removing the diagonal subtracts n (resp. m) from each self-sum.
-    xx = (_kernel_sum(real, real, sigma) - n) / (n * (n - 1))
-    yy = (_kernel_sum(sample, sample, sigma) - m) / (m * (m - 1))
-    xy = _kernel_sum(real, sample, sigma) / (n * m)
-    return float(xx + yy - 2.0 * xy)
+    return _mmd2_with(real, _self_kernel_mean(real, sigma), sample, sigma)
 
 
-def summary(real: np.ndarray, sample: np.ndarray, *, space: str, k: int = 5) -> dict:
-    """All distribution metrics of one set against one real reference, with the space and settings used."""
+def _self_kernel_mean(feats: np.ndarray, sigma: float) -> float:
+    # k(x, x) = 1, so dropping the diagonal subtracts n from the full sum.
+    n = feats.shape[0]
+    return (_kernel_sum(feats, feats, sigma) - n) / (n * (n - 1))
+
+
+def _mmd2_with(real: np.ndarray, real_term: float, sample: np.ndarray, sigma: float) -> float:
+    cross = _kernel_sum(real, sample, sigma) / (real.shape[0] * sample.shape[0])
+    return float(real_term + _self_kernel_mean(sample, sigma) - 2.0 * cross)
+
+
+@dataclass(frozen=True)
+class Reference:
+    """Real reference features with everything that does not depend on the scored set computed once."""
+
+    feats: np.ndarray
+    space: str
+    k: int
+    radii: np.ndarray
+    mean_distance: float
+    sigma: float
+    kernel_mean: float
+
+
+def prepare(real: np.ndarray, *, space: str, k: int = 5) -> Reference:
+    """Precompute k-NN radii, mean pairwise distance, bandwidth and the real-real kernel term of `real`.
+
+    Scoring many sets against one reference (an audit) then costs only set-vs-real distances.
+    """
+    real = _check(real, "real", k + 1)
     sigma = median_bandwidth(real)
+    return Reference(real, space, k, knn_radii(real, k), mean_pairwise_distance(real), sigma,
+                     _self_kernel_mean(real, sigma))
+
+
+def summary(ref: Reference, sample: np.ndarray) -> dict:
+    """All distribution metrics of one set against a prepared reference, with the space and settings used."""
+    sample = _check(sample, "sample", 2)
     return {
-        "feature_space": space,
-        "n_real": int(np.asarray(real).shape[0]),
-        "n_set": int(np.asarray(sample).shape[0]),
-        "coverage": coverage(real, sample, k),
-        "coverage_k": k,
-        "diversity": diversity(real, sample),
-        "mmd2": mmd2(real, sample, sigma),
-        "mmd_bandwidth": sigma,
-        "mmd_kernel": "rbf, sigma = median pairwise distance of the first 1000 real reference points",
+        "feature_space": ref.space,
+        "n_real": int(ref.feats.shape[0]),
+        "n_set": int(sample.shape[0]),
+        "coverage": _covered(ref.feats, ref.radii, sample),
+        "coverage_k": ref.k,
+        "diversity": mean_pairwise_distance(sample) / ref.mean_distance,
+        "mmd2": _mmd2_with(ref.feats, ref.kernel_mean, sample, ref.sigma),
+        "mmd_bandwidth": ref.sigma,
+        "mmd_kernel": "rbf exp(-d^2 / (2 sigma^2)), sigma = median pairwise distance of the first 1000 real points",
     }
