@@ -101,3 +101,12 @@ def check_lock() -> list[str]:
             )
     problems += [f"{ref}: in the lock but its file is gone" for ref in lock if ref not in released()]
     return problems
+
+
+def release_new() -> list[str]:
+    """Add released files that are not yet in the lock; never changes an existing entry. Returns the new refs."""
+    lock = read_lock()
+    new = {ref: protocol_hash(p) for ref, p in released().items() if ref not in lock}
+    if new:
+        LOCK_PATH.write_text(json.dumps(dict(sorted((lock | new).items())), indent=2) + "\n", encoding="utf-8")
+    return sorted(new)
