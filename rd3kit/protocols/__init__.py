@@ -38,11 +38,16 @@ def parse_protocol(text: str, origin: str) -> Protocol:
         return _ADAPTER.validate_json(text)
     except ValidationError as exc:
         problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc']) or '<root>'}: {err['msg']}"
+            f"{'.'.join(str(p) for p in _key_path(err['loc'])) or '<root>'}: {err['msg']}"
             + (f" (got {err['input']!r})" if err["type"] != "missing" and not isinstance(err["input"], dict) else "")
             for err in exc.errors()
         )
         raise ConfigError(f"{origin}: invalid protocol: {problems}") from None
+
+
+def _key_path(loc: tuple) -> tuple:
+    # A discriminated union prefixes the location with the family tag ("coupled", ...): not a key in the file.
+    return loc[1:] if len(loc) > 1 and loc[0] in ("coupled", "decoupled", "teacher") else loc
 
 
 def load_protocol_file(path: Path) -> Protocol:
