@@ -1,0 +1,224 @@
+"""CLI for the decoupled family: `rd3kit teacher train` and `rd3kit eval-decoupled`. Parse, call, render.
+
+Must not: hold training logic (rd3kit.train.decoupled, rd3kit.teacher) or print tracebacks for expected
+errors: an RD3Error becomes a one-line message on stderr and its exit code.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Callable, Optional
+
+import typer
+
+from rd3kit.errors import ConfigError, DataError, RD3Error
+
+RESULT_SCHEMA = "rd3kit.decoupled-result/v1"
+
+
+def _guarded(fn: Callable) -> Callable:
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except RD3Error as exc:
+            typer.secho(f"error: {exc}", err=True, fg=typer.colors.RED)
+            raise typer.Exit(exc.exit_code) from None
+
+    return wrapper
+
+
+def _floats(text: Optional[str], flag: str) -> tuple[float, ...] | None:
+    if text is None:
+        return None
+    try:
+        return tuple(float(v) for v in text.split(","))
+    except ValueError:
+        raise ConfigError(f"{flag} must be comma-separated numbers, got {text!r}") from None
+
+
+def _seeds(text: Optional[str], default: tuple[int, ...]) -> list[int]:
+    if text is None:
+        return list(default)
+    try:
+        seeds = [int(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        raise ConfigError(f"--seeds must be comma-separated integers, got {text!r}") from None
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise ConfigError(f"--seeds must be non-empty without duplicates, got {seeds}")
+    return seeds
+
+
+def _decoupled(ref: str):
+    from rd3kit.protocols import get_protocol
+    from rd3kit.protocols.decoupled import DecoupledProtocol, TeacherProtocol
+
+    proto = get_protocol(ref)
+    if not isinstance(proto, (DecoupledProtocol, TeacherProtocol)):
+        raise ConfigError(f"--protocol {ref}: family {proto.family!r}; use `rd3kit eval` for coupled protocols")
+    return proto
+
+
+def teacher_train(
+    protocol: str = typer.Option(..., "--protocol", "-p", help="Teacher protocol id@vN (family 'teacher')."),
+    train: Path = typer.Option(..., help="Real train split (.npz: x uint8 NHWC, y)."),
+    test: Path = typer.Option(..., help="Real test split (.npz)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Folder for <id>-v<N>-seed<S>.safetensors and its .json record."),
+    seed: Optional[int] = typer.Option(None, help="Seed; default: the protocol's first seed."),
+    device: str = typer.Option("cpu", help="cpu or cuda[:N]."),
+) -> None:
+    """Train the kit's own teacher under a frozen teacher protocol; writes weights (safetensors) and a record."""
+    import torch
+
+    from rd3kit.protocols.decoupled import TeacherProtocol
+    from rd3kit.sources.realdata import load_split
+    from rd3kit.teacher import save_teacher, train_teacher
+
+    proto = _decoupled(protocol)
+    if not isinstance(proto, TeacherProtocol):
+        raise ConfigError(f"--protocol {protocol}: expected a 'teacher' family protocol, got {proto.family!r}")
+    seed = proto.seeds[0] if seed is None else seed
+    t0 = time.perf_counter()
+    splits = (load_split(proto.data.name, "train", train, None), load_split(proto.data.name, "test", test, None))
+    report = lambda e, loss: typer.echo(f"epoch {e + 1}/{proto.epochs}: train loss {loss:.4f} "
+                                        f"({time.perf_counter() - t0:.0f} s)", err=True)
+    run = train_teacher(proto, splits[0], splits[1], seed, torch.device(device), on_epoch=report)
+    record = save_teacher(run, proto, seed, splits, out, time.perf_counter() - t0, device)
+    typer.echo(f"{proto.ref} seed {seed}: final-epoch test top1 {100 * run.top1:.2f} %, train {run.train_s:.1f} s, "
+               f"wall {time.perf_counter() - t0:.1f} s\nrecord: {record}\n"
+               f"use with: --teacher {record.with_suffix('.safetensors')} --teacher-source rd3kit-teacher:{record}")
+
+
+def _real_subset(path: Path, proto, ipc: Optional[int], subset_seed: Optional[int]):
+    """A class-balanced random subset of a real split, in [0,1], with its indices recorded."""
+    import torch
+
+    from rd3kit.baselines.select import select_random
+    from rd3kit.sources.realdata import from_npz
+
+    if ipc is None or subset_seed is None:
+        raise ConfigError(f"{path}: a real .npz needs --ipc and --subset-seed to draw a random subset from it")
+    split = from_npz(path, proto.data.name, "train")
+    picks = select_random(split.labels, ipc, subset_seed)
+    index = torch.tensor([i for c in sorted(picks) for i in picks[c]])
+    info = {"origin": str(path), "kind": "random-subset", "split": split.describe(), "ipc": ipc,
+            "subset_seed": subset_seed, "indices": index.tolist(), "space": "raw01 (uint8/255)"}
+    return split.images[index].to(torch.float32) / 255.0, split.labels[index], info
+
+
+def _distilled(path: Path, space: Optional[str], select: Optional[int], norm: tuple | None):
+    """A stored distilled set, brought to [0,1] (de-normalised with the producer's constants if needed)."""
+    import torch
+
+    from rd3kit.sources.formats import load_local
+
+    if space not in ("raw01", "normalized"):
+        raise ConfigError(f"{path}: --space must be raw01 or normalized for the decoupled pipeline, got {space!r}")
+    dset = load_local([path], space, select)  # type: ignore[arg-type]
+    images = dset.images
+    if space == "normalized":
+        if norm is None or norm[0] is None or norm[1] is None:
+            raise ConfigError(f"{path}: --space normalized needs the producer's --set-mean and --set-std")
+        mean, std = (torch.tensor(v).view(1, -1, 1, 1) for v in norm)
+        images = images * std + mean  # undo the producer's normalisation; not clamped (optimised pixels)
+    info = {"origin": dset.origin, "kind": "distilled", "files": dset.files, "space": space, "select": select,
+            "denormalised_with": None if space == "raw01" else {"mean": list(norm[0]), "std": list(norm[1])}}
+    return images.contiguous(), dset.labels, info
+
+
+def _check_set(images, labels, proto) -> int:
+    import torch
+
+    d = proto.data
+    if images.ndim != 4 or tuple(images.shape[1:]) != (d.channels, *d.image_size):
+        raise DataError(f"set images {tuple(images.shape)}: {proto.ref} expects (N, {d.channels}, {d.image_size[0]}, "
+                        f"{d.image_size[1]})")
+    hard = labels.argmax(dim=1) if labels.ndim == 2 else labels
+    counts = torch.bincount(hard, minlength=d.num_classes)
+    if counts.numel() != d.num_classes or counts.min() == 0 or counts.min() != counts.max():
+        raise DataError(f"set labels: expected the same number of images in each of {d.num_classes} classes, "
+                        f"got counts {counts.tolist()[:20]}")
+    return int(counts[0])
+
+
+def _record(proto, set_info, teacher_info, test, rows, device, wall_s) -> dict:
+    import numpy as np
+
+    from rd3kit.protocols import protocol_hash
+    from rd3kit.record import environment, now
+
+    accs = np.array([r["top1"] for r in rows], dtype=np.float64)
+    return {
+        "schema": RESULT_SCHEMA, "created": now(), "command": " ".join(["rd3kit", *sys.argv[1:]]),
+        "protocol": {"ref": proto.ref, "sha256": protocol_hash(proto), "kind": proto.kind},
+        "inputs": {"set": set_info, "teacher": teacher_info, "test": test.describe()},
+        "seeds": [r["seed"] for r in rows], "top1": [r["top1"] for r in rows],
+        "mean": float(accs.mean()), "std": float(accs.std(ddof=0)), "n": len(rows),  # population std, as DC/MTT
+        "metric": proto.metric, "per_seed": rows, "environment": environment(device), "wall_s": round(wall_s, 3),
+        "note": "diagnostic_* fields are best-over-probed-epochs values, selected on the test set: never the metric",
+    }
+
+
+def eval_decoupled(
+    set_path: Path = typer.Argument(..., metavar="SET", help="Distilled set (.pt) or a real train split (.npz)."),
+    protocol: str = typer.Option(..., "--protocol", "-p", help="Decoupled protocol id@vN."),
+    teacher: Path = typer.Option(..., help="Teacher weights (.safetensors or weights-only .pt/.pth)."),
+    teacher_source: str = typer.Option(..., help="hf://OWNER/REPO@COMMIT/PATH, torchvision:<Weights>, rd3kit-teacher:REC.json"),
+    test: Path = typer.Option(..., help="Real test split (.npz)."),
+    space: Optional[str] = typer.Option(None, help="Space of a .pt set: raw01 or normalized."),
+    set_mean: Optional[str] = typer.Option(None, help="Producer's mean (comma-separated) for --space normalized."),
+    set_std: Optional[str] = typer.Option(None, help="Producer's std (comma-separated) for --space normalized."),
+    select: Optional[int] = typer.Option(None, help="Which set of a multi-set DC file (e.g. -1)."),
+    ipc: Optional[int] = typer.Option(None, help="For a .npz SET: images per class of the random subset."),
+    subset_seed: Optional[int] = typer.Option(None, help="For a .npz SET: seed of the random subset."),
+    seeds: Optional[str] = typer.Option(None, help="Comma-separated seeds; default: the protocol's list."),
+    device: str = typer.Option("cpu", help="cpu or cuda[:N]."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Write the result record here."),
+) -> None:
+    """Train students on SET under a decoupled protocol with a checked teacher; report final-epoch top-1."""
+    import torch
+
+    from rd3kit.protocols.decoupled import DecoupledProtocol
+    from rd3kit.record import write_json
+    from rd3kit.sources.realdata import load_split
+    from rd3kit.teacher import load_teacher
+    from rd3kit.train.decoupled import run_seeds
+
+    proto = _decoupled(protocol)
+    if not isinstance(proto, DecoupledProtocol):
+        raise ConfigError(f"--protocol {protocol}: expected a 'decoupled' protocol, got {proto.family!r}")
+    t0 = time.perf_counter()
+    if set_path.suffix == ".npz":
+        images, labels, set_info = _real_subset(set_path, proto, ipc, subset_seed)
+    else:
+        norm = (_floats(set_mean, "--set-mean"), _floats(set_std, "--set-std"))
+        images, labels, set_info = _distilled(set_path, space, select, norm)
+    set_info["ipc_checked"] = _check_set(images, labels, proto)
+    net, teacher_info = load_teacher(proto.teacher, proto.data, teacher, teacher_source)
+    test_split = load_split(proto.data.name, proto.data.test_split, test, None)
+    dev = torch.device(device)
+    report = lambda s, e: typer.echo(f"seed {s} epoch {e.epoch + 1}/{proto.epochs} loss {e.loss:.4f}"
+                                     + (f" probe top1 {100 * e.probe_top1:.2f} %" if e.probe_top1 is not None else "")
+                                     + f" ({time.perf_counter() - t0:.0f} s)", err=True) if (e.epoch + 1) % 50 == 0 else None
+    rows = run_seeds(proto, images.to(dev), labels.to(dev), net.to(dev), test_split, _seeds(seeds, proto.seeds), report)
+    result = _record(proto, set_info, teacher_info, test_split, rows, device, time.perf_counter() - t0)
+    if out is not None:
+        write_json(out, result)
+    for r in rows:
+        typer.echo(f"  seed {r['seed']}: final-epoch top1 {100 * r['top1']:.2f} % (train {r['train_s']:.1f} s; "
+                   f"diagnostic best-epoch {100 * r['diagnostic_best_epoch_top1']:.2f} % at epoch "
+                   f"{r['diagnostic_best_epoch'] + 1})")
+    typer.echo(f"{proto.ref}: final-epoch top1 {100 * result['mean']:.2f} +- {100 * result['std']:.2f} % over "
+               f"{result['n']} seed(s); wall {result['wall_s']:.1f} s" + (f"\nrecord: {out}" if out else ""))
+
+
+def register(app: typer.Typer) -> None:
+    """Attach `teacher train` and `eval-decoupled` to the main app."""
+    teacher_app = typer.Typer(no_args_is_help=True, help="The kit's own teachers, trained under frozen protocols.")
+    teacher_app.command("train")(_guarded(teacher_train))
+    app.add_typer(teacher_app, name="teacher")
+    app.command("eval-decoupled")(_guarded(eval_decoupled))

@@ -1,0 +1,267 @@
+"""The decoupled-family training loop: a student learns a distilled set from a teacher's soft labels.
+
+Must not: read or write files, print, or touch global RNG state: every random draw comes from generators
+derived from the seed passed in. The teacher never receives gradients and, unless the protocol says
+otherwise (SRe2L's CIFAR script), runs in eval mode on exactly the augmented batch the student sees.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from rd3kit.errors import ConfigError
+from rd3kit.models.students import build_net
+from rd3kit.protocols.decoupled import AdamWSpec, BatchSpec, DecoupledProtocol, EvalSpec, SGDSpec, SoftLabelSpec
+from rd3kit.protocols.spec import DataSpec
+from rd3kit.sources.realdata import RealSplit
+from rd3kit.train.batchaug import Augmented, augment_batch, mix_targets, normalize
+from rd3kit.train.coupled import streams
+from rd3kit.train.schedules import lr_factor
+
+
+@dataclass(frozen=True)
+class EpochLog:
+    """One epoch: lr factor used, mean training loss, and the test probe if one ran (a diagnostic only)."""
+
+    epoch: int
+    lr: float
+    loss: float
+    probe_top1: float | None
+
+
+@dataclass(frozen=True)
+class Hooks:
+    """Optional callbacks: `on_epoch` for progress, `probe` (model -> top1) for the best-epoch diagnostic."""
+
+    on_epoch: Callable[[EpochLog], None] | None = None
+    probe: Callable[[nn.Module], float] | None = None
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """The model to evaluate (the EMA copy when the protocol uses EMA), per-epoch logs and the batch size used."""
+
+    model: nn.Module
+    log: tuple[EpochLog, ...]
+    batch_size: int
+
+
+def kl_loss(student_logits: Tensor, target_probs: Tensor, temperature: float, t2_factor: bool) -> Tensor:
+    """KLDivLoss(batchmean)(log_softmax(s/T), p); multiplied by T^2 only when the protocol says so."""
+    loss = F.kl_div(F.log_softmax(student_logits / temperature, dim=1), target_probs, reduction="batchmean")
+    return loss * temperature * temperature if t2_factor else loss
+
+
+def soft_loss(spec: SoftLabelSpec, student_logits: Tensor, target_logits: Tensor, mix_hard: Tensor,
+              mix_stored: Callable[[Tensor], Tensor]) -> Tensor:
+    """The protocol's loss. `mix_stored` mixes per-image stored targets like the images (identity when online)."""
+    if spec.loss == "kl":
+        assert spec.temperature is not None  # SoftLabelSpec's validator guarantees it
+        probs = mix_stored(F.softmax(target_logits / spec.temperature, dim=1))
+        return kl_loss(student_logits, probs, spec.temperature, spec.t2_factor)
+    assert spec.ce_weight is not None
+    mse = F.mse_loss(student_logits, mix_stored(target_logits))
+    return mse + spec.ce_weight * F.cross_entropy(student_logits, mix_hard)
+
+
+def resolve_batch(spec: BatchSpec, n: int, ipc: int) -> int:
+    """The batch size for a set of `n` images at `ipc` images per class."""
+    if spec.size is not None:
+        batch = spec.size
+    else:
+        table = dict(spec.by_ipc)
+        if ipc not in table:
+            raise ConfigError(f"batch.by_ipc: the protocol defines a batch size for IPC {sorted(table)}, got IPC {ipc}")
+        batch = table[ipc]
+    return min(batch, n) if spec.cap_at_set_size else batch
+
+
+def param_groups(net: nn.Module, weight_decay: float, scope: str) -> list[dict]:
+    """'matrices': only >1-D '*weight*' tensors decay (SRe2L/RDED get_parameters); 'all': everything decays."""
+    if scope == "all":
+        return [{"params": list(net.parameters()), "weight_decay": weight_decay}]
+    decay, rest = [], []
+    for name, p in net.named_parameters():
+        (decay if "weight" in name and p.ndim > 1 else rest).append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": rest, "weight_decay": 0.0}]
+
+
+def make_optimizer(net: nn.Module, spec: AdamWSpec | SGDSpec) -> torch.optim.Optimizer:
+    groups = param_groups(net, spec.weight_decay, spec.decay_scope)
+    if isinstance(spec, AdamWSpec):
+        return torch.optim.AdamW(groups, lr=spec.lr, betas=spec.betas, eps=spec.eps)
+    return torch.optim.SGD(groups, lr=spec.lr, momentum=spec.momentum, nesterov=spec.nesterov)
+
+
+def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+
+
+def build_seeded(spec, data: DataSpec, seed_init: int, device: torch.device) -> nn.Module:
+    """Build a NetSpec's network with its init drawn from `seed_init`, leaving global RNG untouched."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed_init)
+        net = build_net(spec, data.channels, tuple(data.image_size))
+    return net.to(device)
+
+
+def freeze_teacher(teacher: nn.Module, mode: str) -> nn.Module:
+    """No gradients for the teacher; eval mode (BN running stats), or a private train-mode copy (SRe2L CIFAR)."""
+    if mode == "train":
+        teacher = copy.deepcopy(teacher).train()  # train-mode BN updates buffers: never touch the caller's
+    else:
+        teacher.eval()
+    for p in teacher.parameters():
+        p.requires_grad_(False)
+    return teacher
+
+
+@torch.no_grad()
+def ema_update(ema: nn.Module, model: nn.Module, rate: float) -> None:
+    """ema = rate*ema + (1-rate)*model over parameters and float buffers; integer buffers are copied."""
+    for e, m in zip(ema.state_dict().values(), model.state_dict().values()):
+        if e.dtype.is_floating_point:
+            e.mul_(rate).add_(m, alpha=1.0 - rate)
+        else:
+            e.copy_(m)
+
+
+def _targets(protocol: DecoupledProtocol, teacher: nn.Module, aug: Augmented, stored: Tensor | None) -> Tensor:
+    if protocol.soft_labels.source == "online_teacher":
+        with torch.no_grad():
+            return teacher(aug.images)
+    assert stored is not None
+    return stored
+
+
+def _train_step(protocol: DecoupledProtocol, student: nn.Module, teacher: nn.Module, batch: tuple[Tensor, Tensor],
+                gen: torch.Generator, optimizer: torch.optim.Optimizer) -> float:
+    x, y = batch
+    aug = augment_batch(x, protocol.augmentation, protocol.data.mean, protocol.data.std, gen)
+    if protocol.student_clean_forward:
+        with torch.no_grad():
+            student(aug.clean)  # RDED's train-mode forward on the un-mixed batch: only BN running stats move
+    hard = y.argmax(dim=1) if y.ndim == 2 else y
+    mix_hard = mix_targets(F.one_hot(hard, protocol.data.num_classes).to(x.dtype), aug.mix)
+    stored = y if (protocol.soft_labels.source == "stored") else None
+    target = _targets(protocol, teacher, aug, stored)
+    mixer = (lambda t: mix_targets(t, aug.mix)) if stored is not None else (lambda t: t)
+    loss = soft_loss(protocol.soft_labels, student(aug.images), target, mix_hard, mixer)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return float(loss.detach())
+
+
+def _check_inputs(protocol: DecoupledProtocol, images: Tensor, labels: Tensor) -> int:
+    """Validate shapes; return the images per class."""
+    if protocol.soft_labels.source == "fkd_replay":
+        raise ConfigError(f"{protocol.ref}: soft_labels.source 'fkd_replay' needs the artifact's per-epoch FKD files; "
+                          "replaying them is not implemented yet")
+    if protocol.soft_labels.source == "stored" and labels.ndim != 2:
+        raise ConfigError(f"{protocol.ref} trains on stored soft labels, but the set has hard labels")
+    if images.ndim != 4 or images.shape[0] != labels.shape[0]:
+        raise ConfigError(f"images must be (N,C,H,W) with one label each, got {tuple(images.shape)} and "
+                          f"{tuple(labels.shape)}")
+    hard = labels.argmax(dim=1) if labels.ndim == 2 else labels
+    counts = torch.bincount(hard.cpu(), minlength=protocol.data.num_classes)
+    return int(counts.max())
+
+
+def _probe_due(ev: EvalSpec, epoch: int, epochs: int) -> bool:
+    # The final epoch is never probed here: run_seeds tests it as the metric and adds it to the diagnostic.
+    every = ev.best_epoch_every
+    return (every is not None and (epoch + 1) % every == 0 and epoch + 1 > ev.best_epoch_from * epochs
+            and epoch + 1 < epochs)
+
+
+def train_decoupled(protocol: DecoupledProtocol, images: Tensor, labels: Tensor, teacher: nn.Module, seed: int,
+                    hooks: Hooks = Hooks()) -> RunResult:
+    """Train one student on `images` ([0,1], N,C,H,W) and `labels` (hard (N,) or stored logits (N,K)).
+
+    Returns the final-epoch model (EMA copy if the protocol says so) and per-epoch logs; nothing is evaluated
+    here except the optional `hooks.probe` diagnostic.
+    """
+    ipc = _check_inputs(protocol, images, labels)
+    device = images.device
+    rng = streams(seed, torch.device("cpu"))  # batch augmentation draws from a CPU generator on any device
+    student = build_seeded(protocol.student, protocol.data, rng.init, device)
+    teacher = freeze_teacher(teacher, protocol.teacher.mode)
+    optimizer = make_optimizer(student, protocol.optimizer)
+    ema = copy.deepcopy(student) if protocol.ema is not None else None
+    n = images.shape[0]
+    batch = resolve_batch(protocol.batch, n, ipc)
+    steps = math.ceil(n / batch)
+    log: list[EpochLog] = []
+    for epoch in range(protocol.epochs):
+        student.train()
+        order = torch.randperm(n, generator=rng.shuffle).to(device)
+        losses = []
+        for step in range(steps):
+            factor = lr_factor(protocol.schedule, epoch, step, steps, protocol.epochs)
+            set_lr(optimizer, protocol.optimizer.lr * factor)
+            idx = order[step * batch:(step + 1) * batch]
+            losses.append(_train_step(protocol, student, teacher, (images[idx], labels[idx]), rng.aug, optimizer))
+            if ema is not None:
+                ema_update(ema, student, protocol.ema.rate)
+        final = ema if ema is not None else student
+        probe = hooks.probe(final) if hooks.probe is not None and _probe_due(protocol.eval, epoch, protocol.epochs) else None
+        log.append(EpochLog(epoch, factor, sum(losses) / len(losses), probe))
+        if hooks.on_epoch is not None:
+            hooks.on_epoch(log[-1])
+    return RunResult(ema if ema is not None else student, tuple(log), batch)
+
+
+def _test_batch(images: Tensor, data: DataSpec, ev: EvalSpec, device: torch.device) -> Tensor:
+    from torchvision.transforms.v2 import functional as TF
+
+    x = images.to(device).to(torch.float32) / 255.0
+    if ev.resize is not None:
+        x = TF.resize(x, [ev.resize], antialias=True)
+    if ev.center_crop is not None:
+        x = TF.center_crop(x, [ev.center_crop])
+    return normalize(x, data.mean, data.std)
+
+
+@torch.no_grad()
+def evaluate_top1(model: nn.Module, split: RealSplit, data: DataSpec, ev: EvalSpec,
+                  device: torch.device | None = None) -> float:
+    """Top-1 (fraction) of `model` in eval mode on a uint8 split, with the protocol's test transform."""
+    device = device or next(model.parameters()).device
+    model.eval()
+    correct = 0
+    for start in range(0, split.images.shape[0], ev.batch_size):
+        x = _test_batch(split.images[start:start + ev.batch_size], data, ev, device)
+        pred = model(x).argmax(dim=1).cpu()
+        correct += int((pred == split.labels[start:start + ev.batch_size]).sum())
+    return correct / split.images.shape[0]
+
+
+def run_seeds(protocol: DecoupledProtocol, images: Tensor, labels: Tensor, teacher: nn.Module, test: RealSplit,
+              seeds: Sequence[int], on_epoch: Callable[[int, EpochLog], None] | None = None) -> list[dict]:
+    """Train and test one student per seed; returns per-seed final-epoch top1 plus labelled diagnostics."""
+    rows = []
+    for seed in seeds:
+        t0 = time.perf_counter()
+        hooks = Hooks(on_epoch=(lambda e, s=seed: on_epoch(s, e)) if on_epoch else None,
+                      probe=lambda m: evaluate_top1(m, test, protocol.data, protocol.eval))
+        run = train_decoupled(protocol, images, labels, teacher, seed, hooks)
+        train_s = time.perf_counter() - t0
+        top1 = evaluate_top1(run.model, test, protocol.data, protocol.eval)
+        probes = [(e.epoch, e.probe_top1) for e in run.log if e.probe_top1 is not None]
+        best_epoch, best = max(probes + [(protocol.epochs - 1, top1)], key=lambda p: p[1])
+        rows.append({"seed": seed, "top1": top1, "batch_size": run.batch_size,
+                     "diagnostic_best_epoch_top1": best, "diagnostic_best_epoch": best_epoch,
+                     "diagnostic_probes": [{"epoch": e, "top1": a} for e, a in probes],
+                     "final_train_loss": run.log[-1].loss, "train_s": round(train_s, 3),
+                     "wall_s": round(time.perf_counter() - t0, 3)})
+    return rows
