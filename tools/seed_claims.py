@@ -38,8 +38,14 @@ def protocol_for(row: dict) -> str | None:
         return f"mtt-{ds}{'-zca' if MTT_ZCA[(ds, ipc)] else ''}@v1"
     if proto == "coupled_datm_softlabel" and method == "DATM":
         return f"datm-{ds}@v1"
-    if proto == "decoupled_rd3_unified" and row["eval_arch"].startswith("ResNet-18"):
+    r18 = row["eval_arch"].startswith("ResNet-18")
+    if proto == "decoupled_rd3_unified" and r18:
         return f"rd3-{ds}@v1"
+    if proto == "decoupled_rded" and method == "RDED" and r18:
+        return f"rded-{ds}@v1"
+    # SRe2L's own ImageNet-1K recipe only: its CIFAR rows in S2/S6 come from other papers' re-runs.
+    if proto == "decoupled_sre2l" and method == "SRe2L" and r18 and ds == "imagenet-1k":
+        return f"sre2l-{ds}@v1"
     return None
 
 
