@@ -1,6 +1,6 @@
 """Real train/test splits: CIFAR-style .npz files with pinned sha256, torchvision folders, ImageFolders.
 
-Must not: download unless the caller passes `download=True` (only a command line flag does), or normalise:
+Must not: download unless the caller passes download (only the --download command line flag does), or normalise:
 it returns uint8 images; preprocessing belongs to the protocol.
 """
 
