@@ -29,6 +29,11 @@ _KEYS = ("format", "method", "dataset", "train_sha256", "ipc", "seed", "feature_
 _SHA = re.compile(r"^[0-9a-f]{64}$")
 
 
+def file_name(dataset: str, method: str, ipc: int, seed: int | None) -> str:
+    """`<dataset>-<method>-ipc<N>[-seed<S>].json`: the seed part only for seeded (random) selections."""
+    return f"{dataset}-{method}-ipc{ipc}{'' if seed is None else f'-seed{seed}'}.json"
+
+
 @dataclass(frozen=True)
 class Selection:
     """One stored coreset: which train images (by index), how they were chosen, and on which exact file."""
@@ -49,8 +54,7 @@ class Selection:
     @property
     def name(self) -> str:
         """Canonical file name, e.g. cifar10-random-ipc10-seed0.json or cifar10-herding-ipc10.json."""
-        seed = "" if self.seed is None else f"-seed{self.seed}"
-        return f"{self.dataset}-{self.method}-ipc{self.ipc}{seed}.json"
+        return file_name(self.dataset, self.method, self.ipc, self.seed)
 
     def flat(self) -> list[int]:
         """All indices, classes ascending, each class in selection order."""

@@ -1,0 +1,162 @@
+"""The audit matrix on the embedded digits with a 2-epoch protocol variant: arms, seeds, cache reuse,
+scores, soft-label handling, and the `rd3kit audit` command on a throwaway app."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+import typer
+from typer.testing import CliRunner
+
+from rd3kit import api
+from rd3kit import audit as au
+from rd3kit.embedded import digits_split, digits_subset
+from rd3kit.metrics import ddranking as dd
+from rd3kit.protocols import canonical_json, get_protocol, protocol_hash
+from rd3kit.protocols.spec import LabelSpec
+from rd3kit.sources.formats import DistilledSet
+
+
+def _tiny(augment: bool = True):
+    """coupled-digits@v1 cut to 2 epochs (+1 as DC's loop) and 2 seeds; DSA from dsa-cifar10@v1 if `augment`."""
+    base = get_protocol("coupled-digits@v1")
+    changes = {"epochs": 2, "run_epochs": 3, "seeds": (0, 1),
+               "schedule": base.schedule.model_copy(update={"milestones": (1,)})}
+    if augment:
+        changes["augmentation"] = get_protocol("dsa-cifar10@v1").augmentation
+    return au.variant(base, **changes)
+
+
+@pytest.fixture(scope="module")
+def splits():
+    return digits_split("train"), digits_split("test")
+
+
+@pytest.fixture(scope="module")
+def first_audit(tmp_path_factory, splits):
+    train, test = splits
+    runtime = api.Runtime(cache_dir=tmp_path_factory.mktemp("runs"), progress=False)
+    spec = au.AuditSpec(w=0.5, g=0.5, full=au.FullReference((0.95, 0.97), "test value"))
+    dset = digits_subset("random", 2, 7)
+    return dset, runtime, spec, au.audit(dset, _tiny(), test, train, spec, runtime)
+
+
+def test_variants_rehash_and_keep_types():
+    protocol = _tiny()
+    found = au.variants(protocol)
+    assert found["protocol"] is protocol and found["hard"] is protocol
+    assert found["noaug"].augmentation.name == "none" and found["noaug"].model.width == protocol.model.width
+    assert len({protocol_hash(p) for p in (protocol, found["noaug"])}) == 2
+    assert "noaug" not in au.variants(_tiny(augment=False))
+
+
+def test_audit_runs_every_arm_with_its_seeds(first_audit):
+    _, _, _, record = first_audit
+    arms = record["arms"]
+    assert set(arms) == {"syn", "syn_hard", "rand", "syn_noaug", "rand_noaug", "herding", "kcenter", "full"}
+    for name in ("syn", "rand", "syn_noaug", "rand_noaug", "herding", "kcenter"):
+        assert arms[name]["seeds"] == [0, 1] and all(0.0 <= v <= 1.0 for v in arms[name]["top1"])
+    assert arms["syn_hard"]["same_as"] == "syn"
+    # Selection seed = training seed; the no-aug arm trains under the re-hashed variant.
+    assert arms["rand"]["inputs"] == ["digits-random-ipc2-seed0.json", "digits-random-ipc2-seed1.json"]
+    assert arms["rand_noaug"]["protocol_sha256"] == record["variants"]["noaug"]["sha256"]
+    assert record["variants"]["noaug"]["augmentation"] == "none" and record["set"]["ipc"] == 2
+
+
+def test_audit_scores_follow_the_arms(first_audit):
+    _, _, _, record = first_audit
+    arms, scores = record["arms"], record["scores"]
+    mean = lambda k: sum(arms[k]["top1"]) / len(arms[k]["top1"])  # noqa: E731
+    assert scores["ior"]["point"] == pytest.approx(mean("syn") - mean("rand"))
+    want = dd.lrs(dd.hlr(0.96, mean("syn")), dd.ior(mean("syn"), mean("rand")), w=0.5)
+    assert scores["lrs"]["point"] == pytest.approx(want)
+    for name in ("hlr", "ior", "lrs", "ars"):
+        assert scores[name]["low"] <= scores[name]["point"] <= scores[name]["high"]
+    assert set(scores["gain_over"]) == {"herding", "kcenter"}
+    compat = scores["ddranking_0_2_0_percent_variant"]
+    assert "unit bug" in compat["note"] and set(compat) == {"note", "lrs", "ars"}
+    json.dumps(record)  # the record is plain JSON
+
+
+def test_second_audit_costs_nothing(first_audit, splits):
+    dset, runtime, spec, record = first_audit
+    again = au.audit(dset, _tiny(), splits[1], splits[0], spec, runtime)
+    for name, arm in again["arms"].items():
+        if name != "full":
+            assert arm["cached"] == len(arm["seeds"]), name
+            assert arm["top1"] == record["arms"][name]["top1"]
+
+
+def test_without_full_reference_or_augmentation(splits, tmp_path):
+    runtime = api.Runtime(cache_dir=tmp_path, progress=False)
+    spec = au.AuditSpec(w=0.5, g=0.5, seeds=(0,), baselines=())
+    record = au.audit(digits_subset("random", 1, 3), _tiny(augment=False), splits[1], splits[0], spec, runtime)
+    assert set(record["arms"]) == {"syn", "syn_hard", "rand"}
+    assert "full-data" in record["scores"]["hlr"] and "no augmentation" in record["scores"]["ars"]
+
+
+def test_soft_label_protocol_trains_subsets_hard(splits, tmp_path):
+    protocol = au.variant(_tiny(augment=False), labels=LabelSpec(kind="soft_logits", loss="soft_cross_entropy"))
+    base = digits_subset("random", 1, 4)
+    logits = torch.nn.functional.one_hot(base.labels, 10).float() * 5.0
+    dset = DistilledSet(base.images, logits, "raw01", None, {"soft-test": "0" * 64}, "soft test set")
+    spec = au.AuditSpec(w=0.5, g=0.5, seeds=(0,), baselines=())
+    record = au.audit(dset, protocol, splits[1], splits[0], spec, api.Runtime(cache_dir=tmp_path, progress=False))
+    arms = record["arms"]
+    assert arms["syn"]["protocol"] == "protocol" and arms["syn_hard"]["protocol"] == "hard"
+    assert arms["rand"]["protocol"] == "hard" and "same_as" not in arms["syn_hard"]
+    assert any("hard labels" in n for n in record["notes"])
+
+
+def _app() -> typer.Typer:
+    from rd3kit.cli_audit import register
+
+    app = typer.Typer()
+    register(app)
+
+    @app.callback()
+    def main() -> None:  # keeps `audit` a named subcommand, as in the real app
+        pass
+
+    return app
+
+
+def _claim(root: Path, protocol_file: Path) -> None:
+    protocol = get_protocol(str(protocol_file))
+    (root / "claims").mkdir(parents=True)
+    claim = {"kind": "claim", "name": "digits-full-test", "method": "full", "dataset": "digits", "ipc": 0,
+             "arch": "convnet", "protocol": protocol.ref, "protocol_sha256": protocol_hash(protocol), "mean": 0.96,
+             "std": 0.01, "n": 5, "source": {"id": "T", "type": "test", "citation": "made up for a test"}}
+    (root / "claims" / "digits-full-test.json").write_text(json.dumps(claim))
+
+
+def test_cli_audit_renders_arms_and_scores(tmp_path, monkeypatch):
+    proto_file = tmp_path / "tiny.json"
+    proto_file.write_text(canonical_json(_tiny().model_dump(mode="json")))
+    _claim(tmp_path / "ref", proto_file)
+    monkeypatch.setenv("RD3KIT_REFERENCE", str(tmp_path / "ref"))
+    args = ["audit", "embedded:digits/random/ipc1/seed5", "--protocol", str(proto_file), "--seeds", "0",
+            "--baselines", "herding", "--full-ref", "digits-full-test", "--cache-dir", str(tmp_path / "runs")]
+    res = CliRunner().invoke(_app(), args + ["--out", str(tmp_path / "audit.json")])
+    assert res.exit_code == 0, res.output
+    for text in ("syn", "rand", "herding", "LRS", "ARS", "unit bug", "seeds [0]", "single value"):
+        assert text in res.output, text
+    record = json.loads((tmp_path / "audit.json").read_text())
+    assert record["arms"]["full"]["top1"] == [0.96] and record["schema"] == au.SCHEMA
+    both = CliRunner().invoke(_app(), args + ["--full-run"])
+    assert both.exit_code == 2 and "not both" in both.output
+    bad = CliRunner().invoke(_app(), args[:-4] + ["--baselines", "forgetting"])
+    assert bad.exit_code == 2
+
+
+def test_identical_subsets_share_their_run_identity(splits):
+    train = splits[0]
+    herd = au.subset_set(train, au.baseline_selection("herding", train, 1, None), None)
+    kcen = au.subset_set(train, au.baseline_selection("kcenter", train, 1, None), None)
+    # Both start at the image closest to each class mean: same images, so the same cached runs.
+    assert torch.equal(herd.images, kcen.images) and list(herd.files.values()) == list(kcen.files.values())
+    other_lr = au.subset_set(train, au.baseline_selection("herding", train, 1, None), 0.03)
+    assert list(other_lr.files.values()) != list(herd.files.values())
