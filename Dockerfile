@@ -28,7 +28,8 @@ ARG CHECK_BASE=1
 SHELL ["/bin/bash", "-o", "pipefail", "-c"]
 
 # PYTHONHASHSEED and CUBLAS_WORKSPACE_CONFIG make set iteration and cuBLAS reductions repeatable
-# (the latter is what torch.use_deterministic_algorithms asks for on CUDA >= 10.2).
+# (the latter is what torch.use_deterministic_algorithms asks for on CUDA >= 10.2). The kit's data and
+# its per-seed run cache live in the /data volume, so results and resumable runs outlive the container.
 ENV PYTHONHASHSEED=0 \
     CUBLAS_WORKSPACE_CONFIG=:4096:8 \
     PYTHONDONTWRITEBYTECODE=1 \
@@ -36,6 +37,9 @@ ENV PYTHONHASHSEED=0 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     HF_HOME=/cache/huggingface \
     HF_HUB_DISABLE_TELEMETRY=1 \
+    RD3KIT_DATA=/data \
+    RD3KIT_HOME=/data/.rd3kit \
+    RD3KIT_REFERENCE=/opt/rd3kit/reference \
     VIRTUAL_ENV=/opt/venv \
     PATH=/opt/venv/bin:$PATH \
     RD3KIT_IMAGE_BASE=${BASE_IMAGE}
@@ -57,9 +61,11 @@ RUN --mount=type=bind,source=requirements,target=/tmp/requirements \
       python -m pip install --no-cache-dir --no-deps --require-hashes --only-binary=:all: -r "/tmp/docker/wheelhouse/$EXTRA_REQUIREMENTS"; \
     fi
 
-# The kit itself: local files only, built offline with the locked setuptools.
+# The kit itself: local files only, built offline with the locked setuptools. The reference store
+# (claims, reproductions, baselines) is data beside the package, not in it: RD3KIT_REFERENCE points there.
 COPY pyproject.toml README.md /opt/rd3kit/src/
 COPY rd3kit/ /opt/rd3kit/src/rd3kit/
+COPY reference/ /opt/rd3kit/reference/
 RUN --mount=type=bind,source=requirements,target=/tmp/requirements \
     --mount=type=bind,source=docker,target=/tmp/docker \
     python -m pip install --no-cache-dir --no-deps --no-index --no-build-isolation /opt/rd3kit/src \

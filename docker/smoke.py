@@ -7,7 +7,8 @@ What it does (`make podman-smoke`, or the opt-in test `pytest -m podman tests/te
      docker/wheelhouse/ (pip inside a build container cannot verify TLS here), plus optionally a
      CPU-runnable torch wheel with a hashed requirements file written for it;
   3. `podman build --network=none` of the SAME Dockerfile with INSTALL_FROM=wheelhouse;
-  4. `podman run --network=none` of `rd3kit --help`, `rd3kit protocol list` and an environment probe.
+  4. `podman run --network=none` of `rd3kit --help`, `protocol list`, `reference list`, `make --version`
+     and an environment probe (user, ENV, torch).
 Prints one JSON report (phases, seconds, outputs) on stdout. Exit 0 pass, 1 a check failed,
 2 podman or mmdebstrap missing (a usage error, not a failure of the image).
 """
@@ -123,7 +124,14 @@ def build(report: dict, base: str, extra: str) -> None:
     cmd = ["podman", "build", "--network=none", "--pull=never", "-f", "Dockerfile", "-t", IMAGE]
     for key, value in args.items():
         cmd += ["--build-arg", f"{key}={value}"]
+    previous = subprocess.run(["podman", "image", "inspect", "--format", "{{.Id}}", IMAGE],
+                              capture_output=True, text=True).stdout.strip()
     run(cmd + ["."], report, "podman build")
+    current = run(["podman", "image", "inspect", "--format", "{{.Id}}", IMAGE], report, "image id").stdout.strip()
+    report["image_id"] = current
+    if previous and previous != current:
+        # The tag moved to the new build: drop the old image (by id, never a prune) so runs do not pile up GBs.
+        subprocess.run(["podman", "rmi", previous], capture_output=True)
     report["build_args"] = args
     size = run(["podman", "image", "inspect", "--format", "{{.Size}}", IMAGE], report, "image size")
     report["image_size_mb"] = round(int(size.stdout.strip()) / 2**20)
@@ -134,10 +142,13 @@ def run_checks(report: dict) -> None:
     podman = ["podman", "run", "--rm", "--network=none", "-e", f"RD3KIT_IMAGE_DIGEST={report['image_id']}"]
     help_out = run(podman + [IMAGE, "--help"], report, "rd3kit --help").stdout
     listed = run(podman + [IMAGE, "protocol", "list"], report, "rd3kit protocol list").stdout
+    # The installed kit finds the reference store only through RD3KIT_REFERENCE (it is not package data).
+    references = run(podman + [IMAGE, "reference", "list"], report, "rd3kit reference list").stdout
     probe = run(podman + ["--entrypoint", "python", IMAGE, "-c", PROBE], report, "environment probe").stdout
     make = run(podman + ["--entrypoint", "make", IMAGE, "--version"], report, "make --version").stdout
     report["help_head"] = help_out.strip().splitlines()[:3]
     report["protocols_listed"] = len(listed.strip().splitlines())
+    report["references_listed"] = len(references.strip().splitlines())
     report["probe"] = json.loads(probe.strip().splitlines()[-1])
     report["make"] = make.splitlines()[0]
 
@@ -156,8 +167,6 @@ def main(argv: list[str] | None = None) -> int:
         report["base_image"] = base
         extra = fill_wheelhouse(report, args.torch_wheel)
         build(report, base, extra)
-        report["image_id"] = run(["podman", "image", "inspect", "--format", "{{.Id}}", IMAGE],
-                                 report, "image id").stdout.strip()
         run_checks(report)
         report["ok"] = True
     except FileNotFoundError as exc:

@@ -73,6 +73,8 @@ def test_dockerfile_sets_the_recorded_environment():
     assert env["PYTHONHASHSEED"] == "0"
     assert env["CUBLAS_WORKSPACE_CONFIG"] == ":4096:8"
     assert env["HF_HOME"] == "/cache/huggingface"
+    assert env["RD3KIT_DATA"] == "/data"
+    assert env["RD3KIT_REFERENCE"] == "/opt/rd3kit/reference", "the installed kit cannot find reference/ alone"
     assert env["RD3KIT_IMAGE_BASE"] == "${BASE_IMAGE}"
     assert "RD3KIT_IMAGE_DIGEST" not in env, "the pushed digest is passed at run time, never baked in"
     volumes = {v for c in commands if c.cmd.lower() == "volume" for v in c.value}
@@ -204,7 +206,7 @@ def test_podman_smoke_build_and_run():
     probe = report["probe"]
     assert probe["uid"] == 10001 and probe["PYTHONHASHSEED"] == "0"
     assert probe["RD3KIT_IMAGE_BASE"] == report["base_image"]
-    assert report["protocols_listed"] > 0
+    assert report["protocols_listed"] > 0 and report["references_listed"] > 0
     assert report["make"].startswith("GNU Make")
     if wheel:
         assert probe["torch"].endswith("+cpu")
