@@ -145,19 +145,13 @@ def render_result(result: dict, out: Optional[Path]) -> None:
         typer.echo(f"record: {out}")
 
 
-def _register_optional() -> None:
-    """Attach command groups that live in their own modules, when present."""
-    import importlib
+def _register_groups() -> None:
+    """Attach the command groups that live in their own modules (each keeps its heavy imports lazy)."""
+    from rd3kit import (cli_audit, cli_baseline, cli_decoupled, cli_hub, cli_reference, cli_report,
+                        cli_scale)
 
-    for name in ("rd3kit.cli_reference", "rd3kit.cli_hub", "rd3kit.cli_baseline", "rd3kit.cli_audit",
-                 "rd3kit.cli_decoupled", "rd3kit.cli_report", "rd3kit.cli_scale"):
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as exc:
-            if exc.name != name:
-                raise
-            continue
+    for module in (cli_reference, cli_hub, cli_baseline, cli_audit, cli_decoupled, cli_report, cli_scale):
         module.register(app)
 
 
-_register_optional()
+_register_groups()
