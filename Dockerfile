@@ -63,6 +63,8 @@ RUN --mount=type=bind,source=requirements,target=/tmp/requirements \
 
 # The kit itself: local files only, built offline with the locked setuptools. The reference store
 # (claims, reproductions, baselines) is data beside the package, not in it: RD3KIT_REFERENCE points there.
+# COPY keeps the checkout's file modes (an atomic writer's 0600 files among them): the chmod below makes
+# everything readable by the non-root user whatever the checkout had.
 COPY pyproject.toml README.md /opt/rd3kit/src/
 COPY rd3kit/ /opt/rd3kit/src/rd3kit/
 COPY reference/ /opt/rd3kit/reference/
@@ -70,6 +72,7 @@ RUN --mount=type=bind,source=requirements,target=/tmp/requirements \
     --mount=type=bind,source=docker,target=/tmp/docker \
     python -m pip install --no-cache-dir --no-deps --no-index --no-build-isolation /opt/rd3kit/src \
  && rm -rf /opt/rd3kit/src/build /opt/rd3kit/src/rd3kit.egg-info \
+ && chmod -R a+rX /opt/rd3kit \
  && if [ "$CHECK_BASE" = 1 ]; then python /tmp/docker/check_base.py /tmp/requirements/base-image.txt; fi \
  && rd3kit --help > /dev/null
 
