@@ -240,7 +240,8 @@ def test_cli_pull_json_and_hf_uri_resolve(hub, hub_config):
     record = _push(tiny_set(lr=0.02), repo, tag="v1")
     result = CliRunner().invoke(_app(), ["pull", f"{repo}@v1", "--json"])
     assert result.exit_code == 0, result.output
-    assert json.loads(result.stdout)  # stdout only: download progress bars go to stderr["commit"] == record["commit"]
+    # stdout only: the Hub client's download progress bars go to stderr
+    assert json.loads(result.stdout)["commit"] == record["commit"]
     dset = resolve_set([f"hf://{repo}@v1/data/set.safetensors"], space=None)
     assert dset.space == "normalized" and dset.lr == pytest.approx(0.02)  # space read from the rd3kit card
     assert list(dset.files) == [f"hf://datasets/{repo}@{record['commit']}/data/set.safetensors"]
