@@ -6,40 +6,18 @@ becomes a one-line message on stderr and its exit code (1 verify failed, 2 usage
 
 from __future__ import annotations
 
-import functools
 import json
 import sys
 from pathlib import Path
-from typing import Callable, List, Optional
+from typing import List, Optional
 
 import typer
 
-from rd3kit.errors import RD3Error
+from rd3kit.cli_common import command_line, emit_json, guarded, load_set_arg, parse_seeds, render_result
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="Reproducibility kit for dataset distillation.")
 protocol_app = typer.Typer(no_args_is_help=True, help="Frozen, versioned evaluation protocols.")
 app.add_typer(protocol_app, name="protocol")
-
-
-def guarded(fn: Callable) -> Callable:
-    """Turn rd3kit errors into a short message and the error's exit code."""
-
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        try:
-            return fn(*args, **kwargs)
-        except RD3Error as exc:
-            typer.secho(f"error: {exc}", err=True, fg=typer.colors.RED)
-            raise typer.Exit(exc.exit_code) from None
-        except KeyboardInterrupt:
-            typer.secho("interrupted: finished seeds are cached; rerun the same command to resume", err=True)
-            raise typer.Exit(130) from None
-
-    return wrapper
-
-
-def emit_json(obj: object) -> None:
-    sys.stdout.write(json.dumps(obj, indent=2) + "\n")
 
 
 @protocol_app.command("list")
@@ -69,13 +47,6 @@ def protocol_show(ref: str, as_json: bool = typer.Option(False, "--json", help="
         return emit_json(doc)
     typer.echo(f"{p.ref}  sha256 {doc['sha256']}\n{p.description}\nsource: {p.source}\n")
     typer.echo(json.dumps(doc["spec"], indent=2))
-
-
-def load_set_arg(paths: List[str], space: str, select: Optional[int], idc_factor: Optional[int]):
-    """Resolve SET arguments: local files now; catalogue names and hf:// URIs when the Hub module is present."""
-    from rd3kit.sources import resolve_set
-
-    return resolve_set(paths, space=space, select=select, idc_factor=idc_factor)
 
 
 @app.command("eval")
@@ -116,33 +87,6 @@ def eval_cmd(
     if as_json:
         return emit_json(result)
     render_result(result, out)
-
-
-def command_line(argv: list[str]) -> str:
-    import shlex
-
-    return "rd3kit " + " ".join(shlex.quote(a) for a in argv)
-
-
-def parse_seeds(text: Optional[str]) -> Optional[list[int]]:
-    if text is None:
-        return None
-    try:
-        return [int(s) for s in text.split(",") if s.strip()]
-    except ValueError:
-        raise RD3Error(f"--seeds must be comma-separated integers, got {text!r}") from None
-
-
-def render_result(result: dict, out: Optional[Path]) -> None:
-    s = result["inputs"]["set"]
-    typer.echo(f"{result['protocol']['ref']} (sha256 {result['protocol']['sha256'][:12]}) on {s['origin']} "
-               f"(IPC {s['ipc']}, {s['n']} images), test: {result['inputs']['test']['label']}")
-    for r in result["per_seed"]:
-        typer.echo(f"  seed {r['seed']:>3}: top1 {100 * r['top1']:6.2f} %  ({r['wall_s']:.1f} s{', cached' if r.get('cached') else ''})")
-    typer.echo(f"final-epoch top1: {100 * result['mean']:.2f} +- {100 * result['std']:.2f} % over {result['n']} seeds "
-               f"(lr {result['lr']['value']:g} from {result['lr']['source']}); wall {result['wall_s']:.1f} s")
-    if out is not None:
-        typer.echo(f"record: {out}")
 
 
 def _register_groups() -> None:

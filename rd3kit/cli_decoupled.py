@@ -6,30 +6,19 @@ errors: an RD3Error becomes a one-line message on stderr and its exit code.
 
 from __future__ import annotations
 
-import functools
-import json
 import sys
 import time
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Optional
 
 import typer
 
-from rd3kit.errors import ConfigError, DataError, RD3Error
+from rd3kit.errors import ConfigError, DataError
 
 RESULT_SCHEMA = "rd3kit.decoupled-result/v1"
 
 
-def _guarded(fn: Callable) -> Callable:
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        try:
-            return fn(*args, **kwargs)
-        except RD3Error as exc:
-            typer.secho(f"error: {exc}", err=True, fg=typer.colors.RED)
-            raise typer.Exit(exc.exit_code) from None
-
-    return wrapper
+from rd3kit.cli_common import guarded as _guarded
 
 
 def _floats(text: Optional[str], flag: str) -> tuple[float, ...] | None:

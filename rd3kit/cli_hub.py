@@ -6,11 +6,9 @@ fast), print tracebacks for expected errors, or print a token.
 
 from __future__ import annotations
 
-import functools
 import json
-import sys
 from pathlib import Path
-from typing import Callable, List, Optional
+from typing import List, Optional
 
 import typer
 
@@ -19,24 +17,8 @@ from rd3kit.errors import RD3Error
 catalog_app = typer.Typer(no_args_is_help=True, help="Known published distilled sets and teachers.")
 
 
-def _guard(fn: Callable) -> Callable:
-    """An rd3kit error becomes one short line on stderr and the error's exit code."""
-
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        try:
-            return fn(*args, **kwargs)
-        except RD3Error as exc:
-            from rd3kit.sources.hub import scrub
-
-            typer.secho(f"error: {scrub(str(exc))}", err=True, fg=typer.colors.RED)
-            raise typer.Exit(exc.exit_code) from None
-
-    return wrapper
-
-
-def _emit(obj: object) -> None:
-    sys.stdout.write(json.dumps(obj, indent=2) + "\n")
+from rd3kit.cli_common import emit_json as _emit
+from rd3kit.cli_common import guarded as _guard
 
 
 @_guard

@@ -12,7 +12,7 @@ from typing import List, Optional
 
 import typer
 
-from rd3kit.cli import emit_json, guarded
+from rd3kit.cli_common import emit_json, guarded
 from rd3kit.errors import ConfigError
 
 reference_app = typer.Typer(no_args_is_help=True, help="Reference accuracies: papers' claims and the kit's reproductions.")

@@ -10,7 +10,7 @@ from typing import List, Optional
 
 import typer
 
-from rd3kit.cli import emit_json, guarded
+from rd3kit.cli_common import emit_json, guarded
 
 
 def register(app: typer.Typer) -> None:

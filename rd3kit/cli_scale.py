@@ -13,7 +13,7 @@ from typing import List, Optional
 
 import typer
 
-from rd3kit.cli import command_line, emit_json, guarded, load_set_arg, parse_seeds, render_result
+from rd3kit.cli_common import command_line, emit_json, guarded, load_set_arg, parse_seeds, render_result
 from rd3kit.errors import ConfigError
 
 

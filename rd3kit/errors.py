@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 
 class RD3Error(Exception):
     """Base class; `exit_code` follows STYLE.md: 1 verification failed, 2 usage/config, 3 data/integrity."""
@@ -25,3 +27,10 @@ class VerificationFailed(RD3Error):
     """A number did not reproduce (exit 1)."""
 
     exit_code = 1
+
+
+def redact(text: str, token: str | None = None) -> str:
+    """`text` with a token (given, or $HF_TOKEN) replaced by ***: every message that may quote a client."""
+    for secret in (token, os.environ.get("HF_TOKEN")):
+        text = text.replace(secret, "***") if secret else text
+    return text

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote
 
-from rd3kit.errors import ConfigError, DataError
+from rd3kit.errors import ConfigError, DataError, redact
 from rd3kit.record import now, read_json, write_json
 from rd3kit.sources.formats import DistilledSet, sha256_file
 
@@ -295,11 +295,7 @@ def _token() -> str | None:
     return os.environ.get("HF_TOKEN") or get_token()
 
 
-def scrub(text: str, token: str | None = None) -> str:
-    """`text` with the token (given, or $HF_TOKEN) replaced by ***: for messages that quote the client."""
-    for secret in (token, os.environ.get("HF_TOKEN")):
-        text = text.replace(secret, "***") if secret else text
-    return text
+scrub = redact  # kept under its old name for callers of this module
 
 
 def _api(config: HubConfig, token: str | bool | None = None):
