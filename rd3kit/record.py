@@ -62,6 +62,9 @@ def write_json(path: Path, obj: object) -> None:
     """Write JSON atomically (temp file + rename) so a crash never leaves half a record."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600 files; records are meant to be shared and committed
     with os.fdopen(fd, "w", encoding="utf-8") as handle:
         json.dump(obj, handle, indent=2, sort_keys=False)
         handle.write("\n")
