@@ -136,6 +136,7 @@ def reference_record(
     tier: str = typer.Option("cpu", help="cpu, gpu or heavy: which `make verify` target reruns it."),
     data_dir: Optional[Path] = typer.Option(None, help="Shared data folder the inputs came from."),
     command: str = typer.Option("", help="The command that produced the result (default: from the record)."),
+    notes: str = typer.Option("", help="Anything a reader of the entry must know (partial seeds, machine load)."),
     replace: bool = typer.Option(False, "--replace"),
     reason: Optional[str] = typer.Option(None, help="Why an existing entry is replaced (required with --replace)."),
 ) -> None:
@@ -148,7 +149,7 @@ def reference_record(
     if replace and not reason:
         raise ConfigError("--replace needs --reason '...' saying why the old numbers are superseded")
     entry = reproduction_from_result(read_json(result_path), name=name, method=method, claim=claim, tier=tier,
-                                     data_dir=data_dir or default_data_dir(), command=command)
+                                     data_dir=data_dir or default_data_dir(), command=command, notes=notes)
     path = save_entry(entry, replace_reason=reason if replace else None)
     typer.echo(f"recorded {entry.name}: {100 * entry.mean:.2f} +- {100 * entry.std:.2f} % over {len(entry.seeds)} seeds -> {path}")
 

@@ -51,7 +51,7 @@ def split_input(split: dict, data_dir: Path | None) -> SplitInput:
 
 
 def reproduction_from_result(result: dict, *, name: str, method: str, claim: str | None, tier: str,
-                             data_dir: Path | None, command: str) -> Reproduction:
+                             data_dir: Path | None, command: str, notes: str = "") -> Reproduction:
     env, inputs = result["environment"], result["inputs"]
     return Reproduction(
         kind="reproduction", name=name, claim=claim, method=method, dataset=result["protocol"]["spec"]["data"]["name"],
@@ -60,5 +60,7 @@ def reproduction_from_result(result: dict, *, name: str, method: str, claim: str
         train=split_input(inputs["train"], data_dir) if inputs.get("train") else None,
         seeds=result["seeds"], top1=result["top1"], tier=tier, command=command or result.get("command", ""),
         rd3kit=env["rd3kit"], git_sha=env["git_sha"], device=env["device_name"] or env["device"], torch=env["torch"],
-        cuda=env["cuda"], wall_s=result["wall_s"], created=result["created"],
+        cuda=env["cuda"], created=result["created"], notes=notes,
+        # compute time of the seeds, also when this record was assembled from cached per-seed runs
+        wall_s=round(sum(r["wall_s"] for r in result["per_seed"]), 1),
     )
