@@ -67,14 +67,29 @@ def eval_cmd(
     cache_dir: Optional[Path] = typer.Option(None, help="Per-seed run cache (default $RD3KIT_HOME/runs)."),
     no_cache: bool = typer.Option(False, help="Do not read or write the per-seed cache."),
     as_json: bool = typer.Option(False, "--json", help="Print the result record as JSON."),
+    teacher: Optional[Path] = typer.Option(None, help="Decoupled protocols only: teacher weights file."),
+    teacher_source: Optional[str] = typer.Option(None, help="Decoupled only: hf://..., torchvision:..., rd3kit-teacher:REC.json"),
+    set_mean: Optional[str] = typer.Option(None, help="Decoupled only: producer's mean for --space normalized."),
+    set_std: Optional[str] = typer.Option(None, help="Decoupled only: producer's std for --space normalized."),
+    ipc: Optional[int] = typer.Option(None, help="Decoupled only, .npz SET: images per class of a random subset."),
+    subset_seed: Optional[int] = typer.Option(None, help="Decoupled only, .npz SET: seed of the random subset."),
 ) -> None:
     """Evaluate a distilled set under a frozen protocol over seeds; reports final-epoch top-1."""
-    from rd3kit import api
+    from rd3kit import api, cli_decoupled
     from rd3kit.protocols import get_protocol
     from rd3kit.record import write_json
     from rd3kit.sources.realdata import load_split
 
     proto = get_protocol(protocol)
+    if proto.family != "coupled":  # decoupled protocols: same options, the decoupled pipeline (cli_decoupled)
+        cli_decoupled.reject_coupled_options(proto.ref, {"--idc-factor": idc_factor, "--train": train,
+                                                         "--data-root": data_root, "--cache-dir": cache_dir})
+        args = cli_decoupled.EvalArgs(cli_decoupled.single_set(set_paths), teacher, teacher_source, test, space,
+                                      (set_mean, set_std), select, (ipc, subset_seed), seeds, device, out)
+        result = cli_decoupled.run_eval(proto, args)
+        return emit_json(result) if as_json else cli_decoupled.render(result, out)
+    cli_decoupled.reject_decoupled_options(proto.ref, dict(zip(cli_decoupled.DECOUPLED_ONLY, (
+        teacher, teacher_source, set_mean, set_std, ipc, subset_seed))))
     dset = load_set_arg(set_paths, space, select, idc_factor)
     test_split = load_split(proto.data.name, "test", test, data_root, download)
     train_split = load_split(proto.data.name, "train", train, data_root, download) if proto.data.zca else None

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
@@ -152,6 +153,106 @@ def _record(proto, set_info, teacher_info, test, rows, device, wall_s) -> dict:
     }
 
 
+@dataclass(frozen=True)
+class EvalArgs:
+    """Everything a decoupled evaluation takes from the command line (shared by `eval` and `eval-decoupled`)."""
+
+    set_path: Path
+    teacher: Optional[Path]
+    teacher_source: Optional[str]
+    test: Optional[Path]
+    space: Optional[str] = None
+    set_norm: tuple[Optional[str], Optional[str]] = (None, None)
+    select: Optional[int] = None
+    subset: tuple[Optional[int], Optional[int]] = (None, None)  # (ipc, subset_seed) for a real .npz SET
+    seeds: Optional[str] = None
+    device: str = "cpu"
+    out: Optional[Path] = None
+
+
+# `rd3kit eval` options that only a decoupled protocol reads; given with a coupled protocol they are an error.
+DECOUPLED_ONLY = ("--teacher", "--teacher-source", "--set-mean", "--set-std", "--ipc", "--subset-seed")
+
+
+def reject_decoupled_options(ref: str, given: dict[str, object]) -> None:
+    """Exit 2 when a coupled protocol is run with options it would silently ignore."""
+    extra = [flag for flag, value in given.items() if value is not None]
+    if extra:
+        raise ConfigError(f"--protocol {ref} is a coupled protocol: {', '.join(extra)} only apply to decoupled "
+                          "protocols (family 'decoupled'); drop them")
+
+
+def reject_coupled_options(ref: str, given: dict[str, object]) -> None:
+    """Exit 2 when a decoupled protocol is run with `rd3kit eval` options only the coupled pipeline reads."""
+    extra = [flag for flag, value in given.items() if value is not None]
+    if extra:
+        raise ConfigError(f"--protocol {ref} is a decoupled protocol: {', '.join(extra)} only apply to coupled "
+                          "protocols (decoupled runs take no ZCA, IDC decoding, torchvision folders or run cache)")
+
+
+def single_set(paths: list[str]) -> Path:
+    """A decoupled evaluation takes exactly one local SET (a .pt set or a real train .npz)."""
+    if len(paths) != 1:
+        raise ConfigError(f"a decoupled protocol takes exactly one SET (a .pt file or a train .npz), got {len(paths)}: "
+                          f"{paths}")
+    return Path(paths[0])
+
+
+def _load_inputs(proto, args: EvalArgs):
+    """The set in [0,1] with its labels and provenance, the checked teacher, and the test split."""
+    from rd3kit.sources.realdata import load_split
+    from rd3kit.teacher import load_teacher
+
+    if args.teacher is None or args.teacher_source is None:
+        raise ConfigError(f"{proto.ref}: a decoupled protocol needs --teacher FILE and --teacher-source SRC")
+    if args.test is None:
+        raise ConfigError(f"{proto.ref}: a decoupled protocol needs --test TEST.npz (the real test split)")
+    if args.set_path.suffix == ".npz":
+        images, labels, set_info = _real_subset(args.set_path, proto, *args.subset)
+    else:
+        norm = (_floats(args.set_norm[0], "--set-mean"), _floats(args.set_norm[1], "--set-std"))
+        images, labels, set_info = _distilled(args.set_path, args.space, args.select, norm)
+    set_info["ipc_checked"] = _check_set(images, labels, proto)
+    net, teacher_info = load_teacher(proto.teacher, proto.data, args.teacher, args.teacher_source)
+    test_split = load_split(proto.data.name, proto.data.test_split, args.test, None)
+    return (images, labels, set_info), (net, teacher_info), test_split
+
+
+def run_eval(proto, args: EvalArgs) -> dict:
+    """Train students under a decoupled protocol over seeds; write the record if asked and return it."""
+    import torch
+
+    from rd3kit.protocols.decoupled import DecoupledProtocol
+    from rd3kit.record import write_json
+    from rd3kit.train.decoupled import run_seeds
+
+    if not isinstance(proto, DecoupledProtocol):
+        raise ConfigError(f"--protocol {proto.ref}: expected a 'decoupled' protocol, got {proto.family!r}"
+                          + ("; train teachers with `rd3kit teacher train`" if proto.family == "teacher" else ""))
+    t0 = time.perf_counter()
+    (images, labels, set_info), (net, teacher_info), test_split = _load_inputs(proto, args)
+    dev = torch.device(args.device)
+    report = lambda s, e: typer.echo(f"seed {s} epoch {e.epoch + 1}/{proto.epochs} loss {e.loss:.4f}"
+                                     + (f" probe top1 {100 * e.probe_top1:.2f} %" if e.probe_top1 is not None else "")
+                                     + f" ({time.perf_counter() - t0:.0f} s)", err=True) if (e.epoch + 1) % 50 == 0 else None
+    rows = run_seeds(proto, images.to(dev), labels.to(dev), net.to(dev), test_split, _seeds(args.seeds, proto.seeds),
+                     report)
+    result = _record(proto, set_info, teacher_info, test_split, rows, args.device, time.perf_counter() - t0)
+    if args.out is not None:
+        write_json(args.out, result)
+    return result
+
+
+def render(result: dict, out: Optional[Path]) -> None:
+    for r in result["per_seed"]:
+        typer.echo(f"  seed {r['seed']}: final-epoch top1 {100 * r['top1']:.2f} % (train {r['train_s']:.1f} s; "
+                   f"diagnostic best-epoch {100 * r['diagnostic_best_epoch_top1']:.2f} % at epoch "
+                   f"{r['diagnostic_best_epoch'] + 1})")
+    typer.echo(f"{result['protocol']['ref']}: final-epoch top1 {100 * result['mean']:.2f} +- "
+               f"{100 * result['std']:.2f} % over {result['n']} seed(s); wall {result['wall_s']:.1f} s"
+               + (f"\nrecord: {out}" if out else ""))
+
+
 def eval_decoupled(
     set_path: Path = typer.Argument(..., metavar="SET", help="Distilled set (.pt) or a real train split (.npz)."),
     protocol: str = typer.Option(..., "--protocol", "-p", help="Decoupled protocol id@vN."),
@@ -169,40 +270,10 @@ def eval_decoupled(
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Write the result record here."),
 ) -> None:
     """Train students on SET under a decoupled protocol with a checked teacher; report final-epoch top-1."""
-    import torch
-
-    from rd3kit.protocols.decoupled import DecoupledProtocol
-    from rd3kit.record import write_json
-    from rd3kit.sources.realdata import load_split
-    from rd3kit.teacher import load_teacher
-    from rd3kit.train.decoupled import run_seeds
-
     proto = _decoupled(protocol)
-    if not isinstance(proto, DecoupledProtocol):
-        raise ConfigError(f"--protocol {protocol}: expected a 'decoupled' protocol, got {proto.family!r}")
-    t0 = time.perf_counter()
-    if set_path.suffix == ".npz":
-        images, labels, set_info = _real_subset(set_path, proto, ipc, subset_seed)
-    else:
-        norm = (_floats(set_mean, "--set-mean"), _floats(set_std, "--set-std"))
-        images, labels, set_info = _distilled(set_path, space, select, norm)
-    set_info["ipc_checked"] = _check_set(images, labels, proto)
-    net, teacher_info = load_teacher(proto.teacher, proto.data, teacher, teacher_source)
-    test_split = load_split(proto.data.name, proto.data.test_split, test, None)
-    dev = torch.device(device)
-    report = lambda s, e: typer.echo(f"seed {s} epoch {e.epoch + 1}/{proto.epochs} loss {e.loss:.4f}"
-                                     + (f" probe top1 {100 * e.probe_top1:.2f} %" if e.probe_top1 is not None else "")
-                                     + f" ({time.perf_counter() - t0:.0f} s)", err=True) if (e.epoch + 1) % 50 == 0 else None
-    rows = run_seeds(proto, images.to(dev), labels.to(dev), net.to(dev), test_split, _seeds(seeds, proto.seeds), report)
-    result = _record(proto, set_info, teacher_info, test_split, rows, device, time.perf_counter() - t0)
-    if out is not None:
-        write_json(out, result)
-    for r in rows:
-        typer.echo(f"  seed {r['seed']}: final-epoch top1 {100 * r['top1']:.2f} % (train {r['train_s']:.1f} s; "
-                   f"diagnostic best-epoch {100 * r['diagnostic_best_epoch_top1']:.2f} % at epoch "
-                   f"{r['diagnostic_best_epoch'] + 1})")
-    typer.echo(f"{proto.ref}: final-epoch top1 {100 * result['mean']:.2f} +- {100 * result['std']:.2f} % over "
-               f"{result['n']} seed(s); wall {result['wall_s']:.1f} s" + (f"\nrecord: {out}" if out else ""))
+    args = EvalArgs(set_path, teacher, teacher_source, test, space, (set_mean, set_std), select, (ipc, subset_seed),
+                    seeds, device, out)
+    render(run_eval(proto, args), out)
 
 
 def register(app: typer.Typer) -> None:
