@@ -139,7 +139,7 @@ def load_parquet(path: Path) -> DistilledSet:
         if "image" not in table.column_names or label_col is None:
             raise DataError(f"{shard}: expected columns 'image' and one of {LABEL_COLUMNS}, found {table.column_names}")
         for i, cell in enumerate(table.column("image").to_pylist()):
-            images.append(_decode(cell["bytes"] if isinstance(cell, dict) else cell, f"{shard} row {i}"))
+            images.append(decode_image(cell["bytes"] if isinstance(cell, dict) else cell, f"{shard} row {i}"))
         labels += table.column(label_col).to_pylist()
     files = {str(s): sha256_file(s) for s in shards}
     return _as_set(images, labels, files, str(path))
@@ -175,18 +175,18 @@ def load_imagefolder(path: Path, classes: list[str] | None = None) -> DistilledS
     if path.is_file():
         try:
             with zipfile.ZipFile(path) as archive:
-                names = [n for n in archive.namelist() if _is_image(n)]
+                names = [n for n in archive.namelist() if is_image(n)]
                 index = class_index(path, {_class_of(n) for n in names}, classes)
                 order = sorted(names, key=lambda n: (index[_class_of(n)], n))
-                images = [_decode(archive.read(n), f"{path}:{n}") for n in order]
+                images = [decode_image(archive.read(n), f"{path}:{n}") for n in order]
         except zipfile.BadZipFile:
             raise DataError(f"{path}: not a valid zip file (truncated download?)") from None
         files = {str(path): sha256_file(path)}
     else:
-        found = [p.relative_to(path).as_posix() for p in path.rglob("*") if p.is_file() and _is_image(p.name)]
+        found = [p.relative_to(path).as_posix() for p in path.rglob("*") if p.is_file() and is_image(p.name)]
         index = class_index(path, {_class_of(n) for n in found}, classes)
         order = sorted(found, key=lambda n: (index[_class_of(n)], n))
-        images = [_decode((path / n).read_bytes(), str(path / n)) for n in order]
+        images = [decode_image((path / n).read_bytes(), str(path / n)) for n in order]
         files = {f"{path}/**": _manifest_digest(path, order)}
     if not images:
         raise DataError(f"{path}: no images ({', '.join(IMAGE_SUFFIXES)}) inside class folders")
@@ -217,7 +217,7 @@ def class_index(where: Path, names: set[str], classes: list[str] | None) -> dict
     return index
 
 
-def _is_image(name: str) -> bool:
+def is_image(name: str) -> bool:
     base = name.rsplit("/", 1)[-1]
     return (name.lower().endswith(IMAGE_SUFFIXES) and not base.startswith(".")
             and not name.startswith("__MACOSX/"))
@@ -236,14 +236,15 @@ def _manifest_digest(root: Path, rels: list[str]) -> str:
     return digest.hexdigest()
 
 
-def _decode(data: bytes | None, where: str) -> np.ndarray:
+def decode_image(data: bytes | None, where: str, mode: str | None = None) -> np.ndarray:
+    """Decode image bytes to uint8 (H,W) or (H,W,3); `mode` forces a PIL mode (e.g. "RGB"), else grey stays grey."""
     from PIL import Image, UnidentifiedImageError
 
     if not data:
         raise DataError(f"{where}: empty image bytes")
     try:
         with Image.open(io.BytesIO(data)) as img:
-            return np.asarray(img.convert("L" if img.mode in ("L", "1", "I;16") else "RGB"))
+            return np.asarray(img.convert(mode or ("L" if img.mode in ("L", "1", "I;16") else "RGB")))
     except (UnidentifiedImageError, OSError) as exc:
         raise DataError(f"{where}: not a decodable image ({exc})") from None
 
