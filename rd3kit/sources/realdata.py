@@ -1,4 +1,6 @@
-"""Real train/test splits: CIFAR-style .npz files with pinned sha256, torchvision folders, ImageFolders.
+"""Real train/test splits: CIFAR-style .npz files with pinned sha256, torchvision folders, TinyImageNet.
+
+TinyImageNet (official folder, ImageFolder, HF parquet) is read by `tinyimagenet.py`; `load_split` routes to it.
 
 Must not: download unless the caller passes download (only the --download command line flag does), or normalise:
 it returns uint8 images; preprocessing belongs to the protocol.
@@ -6,6 +8,7 @@ it returns uint8 images; preprocessing belongs to the protocol.
 
 from __future__ import annotations
 
+import pickle
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -79,6 +82,10 @@ def from_torchvision(root: Path, dataset: str, split: str, download: bool = Fals
             f"{root}: no {_TV_NAMES[dataset]} {split} files there ({exc}). Put the files under {root} or add "
             "--download (needs the network)."
         ) from None
+    except (AssertionError, ValueError, TypeError, EOFError, OSError, pickle.UnpicklingError) as exc:
+        # torchvision's readers assert on a malformed idx header and unpickle CIFAR batches without checks
+        raise DataError(f"{root}: the {_TV_NAMES[dataset]} {split} files there are unreadable "
+                        f"({type(exc).__name__}: {exc}); replace them with intact copies") from None
     data = ds.data if not isinstance(ds.data, torch.Tensor) else ds.data.numpy()
     x = np.asarray(data)
     if x.ndim == 3:  # MNIST-like: N,H,W
@@ -87,12 +94,13 @@ def from_torchvision(root: Path, dataset: str, split: str, download: bool = Fals
         x = x.transpose(0, 3, 1, 2)
     targets = getattr(ds, "targets", None)
     y = np.asarray(targets if targets is not None else ds.labels, dtype=np.int64)
-    digest = _tensor_digest(x, y)
+    digest = tensor_digest(x, y)
     return RealSplit(torch.from_numpy(np.ascontiguousarray(x)), torch.from_numpy(y), dataset, split,
                      f"torchvision:{_TV_NAMES[dataset]}@{root}", digest, f"{_TV_NAMES[dataset]} {split} (torchvision)")
 
 
-def _tensor_digest(x: np.ndarray, y: np.ndarray) -> str:
+def tensor_digest(x: np.ndarray, y: np.ndarray) -> str:
+    """sha256 over the decoded arrays' bytes (images, then labels): the identity of data read from many files."""
     import hashlib
 
     h = hashlib.sha256()
@@ -107,9 +115,11 @@ def load_split(dataset: str, split: str, source: Path | None, data_root: Path | 
         from rd3kit.embedded import digits_split
 
         return digits_split(split)
+    if source is not None and source.suffix == ".npz":
+        return from_npz(source, dataset, split)
+    if dataset == "tinyimagenet":
+        return _tinyimagenet(split, source, data_root)
     if source is not None:
-        if source.suffix == ".npz":
-            return from_npz(source, dataset, split)
         raise DataError(f"{source}: unsupported real-data file; expected a CIFAR-style .npz")
     if data_root is not None:
         return from_torchvision(data_root, dataset, split, download)
@@ -117,3 +127,16 @@ def load_split(dataset: str, split: str, source: Path | None, data_root: Path | 
         f"no {dataset} {split} data given: pass --test FILE.npz (or --train) or --data-root DIR "
         "holding torchvision's folders (add --download to fetch them)"
     )
+
+
+def _tinyimagenet(split: str, source: Path | None, data_root: Path | None) -> RealSplit:
+    """TinyImageNet from --test/--train (folder or parquet) or DATA_ROOT/tiny-imagenet-200; never downloaded."""
+    from rd3kit.sources.tinyimagenet import load_tinyimagenet
+
+    if source is None and data_root is None:
+        raise DataError(f"no tinyimagenet {split} data given: pass --test/--train (tiny-imagenet-200/, an "
+                        "ImageFolder or .parquet shards) or --data-root DIR holding tiny-imagenet-200/; "
+                        "rd3kit does not download it")
+    if source is None:
+        source = data_root / "tiny-imagenet-200" if (data_root / "tiny-imagenet-200").is_dir() else data_root
+    return load_tinyimagenet(source, split)
