@@ -26,6 +26,7 @@ from rd3kit.baselines import store as selstore
 from rd3kit.errors import ConfigError
 from rd3kit.metrics import ddranking as dd
 from rd3kit.protocols import canonical_json, protocol_hash
+from rd3kit.protocols.audit import AuditProtocol
 from rd3kit.protocols.spec import CoupledProtocol, LabelSpec, NoAug
 from rd3kit.record import environment, now
 from rd3kit.sources.formats import DistilledSet
@@ -44,7 +45,11 @@ class FullReference:
 
 @dataclass(frozen=True)
 class AuditSpec:
-    """What an audit runs and how it scores; w and g are DD-Ranking's weights, stated explicitly."""
+    """What an audit runs and how it scores; w and g are DD-Ranking's weights, stated explicitly.
+
+    `origin` is the audit protocol's `{"ref", "sha256"}` when the spec came from one (`from_protocol`);
+    None marks an ad-hoc audit whose settings came from the caller, which the record labels as such.
+    """
 
     w: float
     g: float
@@ -54,7 +59,37 @@ class AuditSpec:
     run_full: bool = False
     level: float = dd.DEFAULT_LEVEL
     n_boot: int = dd.DEFAULT_N_BOOT
+    boot_seed: int = dd.DEFAULT_BOOT_SEED
     notes: tuple[str, ...] = ()
+    origin: dict | None = None
+
+
+def from_protocol(audit_protocol: AuditProtocol) -> AuditSpec:
+    """The spec a released audit protocol states: seeds, baselines, A_full source, w, g and the interval."""
+    full = audit_protocol.arms.full
+    published = FullReference(full.top1, f"published: {full.citation}") if full.source == "published" else None
+    return AuditSpec(w=audit_protocol.scores.w, g=audit_protocol.scores.g, seeds=audit_protocol.seeds,
+                     baselines=audit_protocol.arms.baselines, full=published, run_full=full.source == "run",
+                     level=audit_protocol.interval.level, n_boot=audit_protocol.interval.n_boot,
+                     boot_seed=audit_protocol.interval.seed,
+                     origin={"ref": audit_protocol.ref, "sha256": protocol_hash(audit_protocol)})
+
+
+def evaluation_of(audit_protocol: AuditProtocol) -> CoupledProtocol:
+    """The evaluation protocol an audit protocol names, checked against its pinned sha256 and data."""
+    from rd3kit.protocols import get_protocol
+
+    where = f"{audit_protocol.ref}: evaluation {audit_protocol.evaluation}"
+    protocol = get_protocol(audit_protocol.evaluation)
+    if not isinstance(protocol, CoupledProtocol):
+        raise ConfigError(f"{where} is a {protocol.family} protocol; audits run coupled protocols")
+    digest = protocol_hash(protocol)
+    if digest != audit_protocol.evaluation_sha256:
+        raise ConfigError(f"{where}: pinned sha256 {audit_protocol.evaluation_sha256[:12]}..., the released file "
+                          f"hashes to {digest[:12]}...; release a new audit protocol version")
+    if protocol.data != audit_protocol.data:
+        raise ConfigError(f"{where}: key 'data' differs from the evaluation protocol's data")
+    return protocol
 
 
 def variant(protocol: CoupledProtocol, **changes) -> CoupledProtocol:
@@ -185,7 +220,7 @@ def run_arms(dset: DistilledSet, ctx: _Ctx, spec: AuditSpec, ipc: int) -> dict[s
 def score(arms: dict[str, dict], spec: AuditSpec) -> dict:
     """HLR, IOR, LRS, ARS (fractions) with bootstrap intervals, gains over each baseline, and the labelled
     DD-Ranking 0.2.0 percent variant. A score whose arms were not run is None, with the reason."""
-    ci = {"level": spec.level, "n_boot": spec.n_boot}
+    ci = {"level": spec.level, "n_boot": spec.n_boot, "seed": spec.boot_seed}
     top = {k: v["top1"] for k, v in arms.items()}
     out: dict = {"w": spec.w, "g": spec.g, "ior": dd.ior_interval(top["syn"], top["rand"], **ci).as_dict()}
     missing = "needs a full-data reference (--full-ref ENTRY or --full-run)"
@@ -223,9 +258,13 @@ def audit(dset: DistilledSet, protocol: CoupledProtocol, test: RealSplit, train:
     ctx = _Ctx(protos, test, train, seeds, runtime)
     arms = run_arms(dset, ctx, spec, ipc)
     notes = list(spec.notes) + _notes(protocol, arms)
+    if spec.origin is None:
+        notes.insert(0, "AD-HOC audit: seeds, baselines, w, g and A_full came from the caller, not from a "
+                        "released audit protocol (e.g. ddranking-dc-cifar10@v1)")
     return {
         "schema": SCHEMA, "created": now(),
         "protocol": {"ref": protocol.ref, "sha256": protocol_hash(protocol)},
+        "audit_protocol": spec.origin,
         "variants": {k: {"sha256": protocol_hash(p), "labels": p.labels.kind, "augmentation": p.augmentation.name}
                      for k, p in protos.items()},
         "set": {"origin": dset.origin, "space": dset.space, "files": dset.files, "ipc": ipc, **dset.recipe},

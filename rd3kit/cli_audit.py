@@ -31,18 +31,22 @@ def _csv_methods(text: str) -> tuple[str, ...]:
 
 def audit_cmd(
     set_paths: List[str] = typer.Argument(..., metavar="SET", help="Distilled set: file(s), folder or catalogue name."),
-    protocol: str = typer.Option(..., "--protocol", "-p", help="Protocol id@vN."),
+    protocol: str = typer.Option(..., "--protocol", "-p",
+                                 help="Audit protocol id@vN (e.g. ddranking-dc-cifar10@v1: everything below that "
+                                      "moves a score comes from it), or a coupled evaluation protocol for an "
+                                      "ad-hoc audit, labelled as such."),
     space: Optional[str] = typer.Option(None, help="Normalisation space of the set: raw01, normalized or zca."),
     select: Optional[int] = typer.Option(None, help="Which set of a multi-set DC file (e.g. -1 for the last)."),
     idc_factor: Optional[int] = typer.Option(None, help="IDC multi-formation factor to decode."),
     train: Optional[Path] = typer.Option(None, help="Train split .npz: random/herding/k-center subsets come from it."),
     test: Optional[Path] = typer.Option(None, help="Test split .npz."),
-    seeds: Optional[str] = typer.Option(None, help="Comma-separated seeds; default: the protocol's list."),
-    baselines: str = typer.Option("herding,kcenter", help="Extra coreset arms besides random."),
-    full_ref: Optional[str] = typer.Option(None, help="Reference entry giving full-data top-1 (for HLR/LRS)."),
-    full_run: bool = typer.Option(False, help="Train on the whole train set for full-data top-1 (slow)."),
-    w: float = typer.Option(0.5, help="LRS weight of IOR (DD-Ranking: 0.5)."),
-    g: float = typer.Option(0.5, help="ARS weight of the with-augmentation gain (DD-Ranking: 0.5)."),
+    seeds: Optional[str] = typer.Option(None, help="Ad-hoc only: comma-separated seeds (default: the protocol's)."),
+    baselines: Optional[str] = typer.Option(None, help="Ad-hoc only: coreset arms besides random "
+                                                       "(default herding,kcenter)."),
+    full_ref: Optional[str] = typer.Option(None, help="Ad-hoc only: reference entry giving full-data top-1."),
+    full_run: bool = typer.Option(False, help="Ad-hoc only: train on the whole train set for full-data top-1."),
+    w: Optional[float] = typer.Option(None, help="Ad-hoc only: LRS weight of IOR (default 0.5, DD-Ranking's)."),
+    g: Optional[float] = typer.Option(None, help="Ad-hoc only: ARS weight of the with-aug gain (default 0.5)."),
     device: str = typer.Option("cpu", help="cpu or cuda[:N]."),
     cache_dir: Optional[Path] = typer.Option(None, help="Per-seed run cache (default $RD3KIT_HOME/runs)."),
     no_cache: bool = typer.Option(False, help="Do not read or write the per-seed cache."),
@@ -66,21 +70,44 @@ def audit_cmd(
     typer.echo(render(record) + (f"\nrecord: {out}" if out is not None else ""))
 
 
-def _run(o: dict) -> dict:
-    from rd3kit import api
-    from rd3kit.audit import AuditSpec, audit, full_from_entry
+# Options that move a score: an audit protocol fixes them, so giving one with it is a usage error.
+_AD_HOC = {"seeds": "--seeds", "baselines": "--baselines", "full_ref": "--full-ref", "full_run": "--full-run",
+           "w": "--w", "g": "--g"}
+
+
+def _spec(o: dict):
+    """(evaluation protocol, AuditSpec) from an audit protocol, or from the options for an ad-hoc audit."""
+    from rd3kit.audit import AuditSpec, evaluation_of, from_protocol, full_from_entry
+    from rd3kit.metrics.ddranking import DEFAULT_G, DEFAULT_W
     from rd3kit.protocols import get_protocol
-    from rd3kit.sources import resolve_set
-    from rd3kit.sources.realdata import load_split
 
     proto = get_protocol(o["protocol"])
+    if proto.family == "audit":
+        given = [flag for key, flag in _AD_HOC.items() if o[key] not in (None, False)]
+        if given:
+            raise ConfigError(f"{', '.join(given)}: {proto.ref} fixes seeds, baselines, A_full, w and g (a frozen "
+                              f"audit protocol); drop the option(s), or run an ad-hoc audit with "
+                              f"--protocol {proto.evaluation}")
+        return evaluation_of(proto), from_protocol(proto)
     if proto.family != "coupled":
-        raise ConfigError(f"{proto.ref} is a {proto.family} protocol; audit runs coupled protocols")
+        raise ConfigError(f"{proto.ref} is a {proto.family} protocol; audit runs an audit or a coupled protocol")
     if o["full_ref"] and o["full_run"]:
         raise ConfigError("give either --full-ref ENTRY or --full-run, not both")
     full, notes = full_from_entry(o["full_ref"], proto) if o["full_ref"] else (None, [])
-    spec = AuditSpec(w=o["w"], g=o["g"], seeds=_csv_ints(o["seeds"], "--seeds"),
-                     baselines=_csv_methods(o["baselines"]), full=full, run_full=o["full_run"], notes=tuple(notes))
+    methods = _csv_methods(o["baselines"] if o["baselines"] is not None else "herding,kcenter")
+    w = DEFAULT_W if o["w"] is None else o["w"]
+    g = DEFAULT_G if o["g"] is None else o["g"]
+    return proto, AuditSpec(w=w, g=g, seeds=_csv_ints(o["seeds"], "--seeds"), baselines=methods, full=full,
+                            run_full=o["full_run"], notes=tuple(notes))
+
+
+def _run(o: dict) -> dict:
+    from rd3kit import api
+    from rd3kit.audit import audit
+    from rd3kit.sources import resolve_set
+    from rd3kit.sources.realdata import load_split
+
+    proto, spec = _spec(o)
     dset = resolve_set(o["set_paths"], space=o["space"], select=o["select"], idc_factor=o["idc_factor"])
     train_split = load_split(proto.data.name, "train", o["train"], None)
     test_split = load_split(proto.data.name, "test", o["test"], None)
@@ -103,7 +130,9 @@ def _score_line(name: str, value: object, scale: float, unit: str) -> str:
 def render(record: dict) -> str:
     """Human-readable audit: every arm with its seeds and per-seed top-1, then the scores."""
     s = record["set"]
-    lines = [f"audit of {s['origin']} (IPC {s['ipc']}) under {record['protocol']['ref']} "
+    ap = record.get("audit_protocol")
+    head = f"{ap['ref']} (sha256 {ap['sha256'][:12]}), evaluation " if ap else "AD-HOC audit (no audit protocol), "
+    lines = [f"audit of {s['origin']} (IPC {s['ipc']}) under {head}{record['protocol']['ref']} "
              f"(sha256 {record['protocol']['sha256'][:12]}); test: {record['test']['label']}",
              "arms (final-epoch top-1, %):"]
     for name, arm in record["arms"].items():

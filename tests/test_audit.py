@@ -160,3 +160,71 @@ def test_identical_subsets_share_their_run_identity(splits):
     assert torch.equal(herd.images, kcen.images) and list(herd.files.values()) == list(kcen.files.values())
     other_lr = au.subset_set(train, au.baseline_selection("herding", train, 1, None), 0.03)
     assert list(other_lr.files.values()) != list(herd.files.values())
+
+
+# --- audit protocols ------------------------------------------------------------------------------------------
+
+
+def _audit_doc(**changes) -> dict:
+    doc = get_protocol("ddranking-dc-cifar10@v1").model_dump(mode="json")
+    doc.update(changes)
+    return doc
+
+
+def test_released_audit_protocol_states_everything_and_pins_its_evaluation():
+    from rd3kit.protocols.audit import AuditProtocol
+
+    ap = get_protocol("ddranking-dc-cifar10@v1")
+    assert isinstance(ap, AuditProtocol)
+    assert (ap.scores.w, ap.scores.g, ap.seeds, ap.arms.baselines) == (0.5, 0.5, (0, 1, 2, 3, 4), ("herding", "kcenter"))
+    spec = au.from_protocol(ap)
+    assert (spec.w, spec.g, spec.seeds, spec.level, spec.n_boot, spec.boot_seed) == (0.5, 0.5, (0, 1, 2, 3, 4), 0.95,
+                                                                                      2000, 0)
+    assert spec.full.top1 == (0.848,) and "DATM" in spec.full.source and not spec.run_full
+    assert spec.origin == {"ref": ap.ref, "sha256": protocol_hash(ap)}
+    assert au.evaluation_of(ap) is get_protocol("dc-cifar10@v1")
+
+
+def test_audit_protocol_rejects_a_stale_pin_and_bad_fields():
+    from rd3kit.errors import ConfigError
+    from rd3kit.protocols import parse_protocol
+
+    stale = parse_protocol(json.dumps(_audit_doc(evaluation_sha256="0" * 64)), "stale.json")
+    with pytest.raises(ConfigError, match="pinned sha256 000000000000"):
+        au.evaluation_of(stale)
+    with pytest.raises(ConfigError, match=r"bad\.json: invalid protocol: scores\.w"):
+        parse_protocol(json.dumps(_audit_doc(scores={"w": 1.5, "g": 0.5})), "bad.json")
+    with pytest.raises(ConfigError, match=r"scores\.temperature: Extra inputs"):
+        parse_protocol(json.dumps(_audit_doc(scores={"w": 0.5, "g": 0.5, "temperature": 1.0})), "bad.json")
+    full = {"source": "published", "top1": None, "citation": None}
+    with pytest.raises(ConfigError, match="citation are required"):
+        parse_protocol(json.dumps(_audit_doc(arms=dict(_audit_doc()["arms"], full=full))), "bad.json")
+    changed = parse_protocol(json.dumps(_audit_doc(scores={"w": 0.3, "g": 0.5})), "w.json")
+    assert protocol_hash(changed) != protocol_hash(get_protocol("ddranking-dc-cifar10@v1"))
+
+
+def test_spec_from_an_audit_protocol_scores_with_its_weights_and_is_recorded(first_audit, splits):
+    from rd3kit.protocols import parse_protocol
+
+    dset, runtime, _, record = first_audit
+    doc = _audit_doc(scores={"w": 0.25, "g": 0.5}, seeds=[0, 1],
+                     interval={"method": "percentile-bootstrap-per-arm", "level": 0.9, "n_boot": 500, "seed": 3})
+    doc["arms"] = dict(doc["arms"], full={"source": "published", "top1": [0.95, 0.97], "citation": "test value"})
+    ap = parse_protocol(json.dumps(doc), "test audit protocol")
+    again = au.audit(dset, _tiny(), splits[1], splits[0], au.from_protocol(ap), runtime)  # every run is cached
+    assert again["audit_protocol"] == {"ref": ap.ref, "sha256": protocol_hash(ap)}
+    assert not any(n.startswith("AD-HOC") for n in again["notes"])
+    assert record["audit_protocol"] is None and record["notes"][0].startswith("AD-HOC")
+    sc, arms = again["scores"], again["arms"]
+    mean = lambda k: sum(arms[k]["top1"]) / len(arms[k]["top1"])  # noqa: E731
+    assert sc["w"] == 0.25 and sc["lrs"]["level"] == 0.9 and "500 resamples, seed 3" in sc["lrs"]["method"]
+    want = dd.lrs(dd.hlr(0.96, mean("syn_hard")), dd.ior(mean("syn"), mean("rand")), w=0.25)
+    assert sc["lrs"]["point"] == pytest.approx(want)
+
+
+def test_cli_refuses_score_options_with_an_audit_protocol():
+    base = ["audit", "embedded:digits/random/ipc1/seed5", "--protocol", "ddranking-dc-cifar10@v1"]
+    for extra in (["--w", "0.3"], ["--g", "0.7"], ["--seeds", "0"], ["--full-run"], ["--baselines", "herding"]):
+        res = CliRunner().invoke(_app(), base + extra)
+        assert res.exit_code == 2, (extra, res.output)
+        assert "fixes seeds, baselines, A_full, w and g" in res.output and "dc-cifar10@v1" in res.output

@@ -47,7 +47,7 @@ def parse_protocol(text: str, origin: str) -> Protocol:
 
 def _key_path(loc: tuple) -> tuple:
     # A discriminated union prefixes the location with the family tag ("coupled", ...): not a key in the file.
-    return loc[1:] if len(loc) > 1 and loc[0] in ("coupled", "decoupled", "teacher") else loc
+    return loc[1:] if len(loc) > 1 and loc[0] in ("coupled", "decoupled", "teacher", "audit") else loc
 
 
 def load_protocol_file(path: Path) -> Protocol:

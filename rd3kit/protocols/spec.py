@@ -175,7 +175,9 @@ class CoupledProtocol(Frozen):
         return f"{self.id}@v{self.version}"
 
 
-# Imported here, not at the top: decoupled.py builds on Frozen/DataSpec/ModelSpec defined above.
+# Imported here, not at the top: decoupled.py and audit.py build on Frozen/DataSpec/ModelSpec defined above.
 from rd3kit.protocols.decoupled import DecoupledProtocol, TeacherProtocol  # noqa: E402
+from rd3kit.protocols.audit import AuditProtocol  # noqa: E402
 
-Protocol = Annotated[Union[CoupledProtocol, DecoupledProtocol, TeacherProtocol], Field(discriminator="family")]
+Protocol = Annotated[Union[CoupledProtocol, DecoupledProtocol, TeacherProtocol, AuditProtocol],
+                     Field(discriminator="family")]
