@@ -88,3 +88,49 @@ def test_summary_records_space_and_settings():
     assert out["coverage"] == dist.coverage(REAL, sample, k=5)
     assert out["diversity"] == pytest.approx(dist.diversity(REAL, sample), rel=1e-12)
     assert out["mmd2"] == pytest.approx(dist.mmd2(REAL, sample), rel=1e-12)
+
+
+def _rotation(d: int, seed: int) -> np.ndarray:
+    q, _ = np.linalg.qr(np.random.default_rng(seed).normal(size=(d, d)))
+    return q
+
+
+def test_frechet_matches_closed_form_for_gaussians():
+    # Commuting covariances (same eigenbasis Q): d^2 = ||mu1 - mu2||^2 + sum_i (sqrt(a_i) - sqrt(b_i))^2.
+    d = 6
+    q = _rotation(d, 0)
+    a, b = np.array([1.0, 2.0, 0.5, 3.0, 0.1, 4.0]), np.array([2.0, 0.5, 0.5, 1.0, 0.4, 9.0])
+    mu1, mu2 = np.zeros(d), np.arange(d) / 10.0
+    want = float((mu2 ** 2).sum() + ((np.sqrt(a) - np.sqrt(b)) ** 2).sum())
+    got = dist.frechet_gaussians(mu1, q @ np.diag(a) @ q.T, mu2, q @ np.diag(b) @ q.T)
+    assert got == pytest.approx(want, rel=1e-10)
+    assert dist.frechet_gaussians(mu1, q @ np.diag(a) @ q.T, mu1, q @ np.diag(a) @ q.T) == pytest.approx(0.0, abs=1e-10)
+
+
+def test_frechet_agrees_with_scipy_sqrtm_on_non_commuting_covariances():
+    linalg = pytest.importorskip("scipy.linalg", reason="scipy is not installed")
+    rng = np.random.default_rng(1)
+    x, y = rng.normal(size=(5, 5)), rng.normal(size=(5, 5))
+    c1, c2 = x @ x.T + 0.1 * np.eye(5), y @ y.T + 0.1 * np.eye(5)
+    want = float(np.trace(c1) + np.trace(c2) - 2.0 * np.real(np.trace(linalg.sqrtm(c1 @ c2))))
+    assert dist.frechet_gaussians(np.zeros(5), c1, np.zeros(5), c2) == pytest.approx(want, rel=1e-8)
+
+
+def test_frechet_is_guarded_for_singular_covariances_and_wrong_shapes():
+    # 3 points in 10 dimensions: rank-2 covariance; the value must stay finite and non-negative.
+    small = _gauss(3, d=10, seed=8)
+    big = _gauss(500, d=10, seed=9)
+    value = dist.frechet(big, small)
+    assert np.isfinite(value) and value > 0.0
+    assert dist.frechet(small, small) == pytest.approx(0.0, abs=1e-9)
+    with pytest.raises(ConfigError):
+        dist.frechet_gaussians(np.zeros(3), np.eye(3), np.zeros(4), np.eye(4))
+
+
+def test_frechet_from_samples_approaches_the_population_value():
+    # N(0, I) vs N(1, 4I) in 4 dims: d^2 = 4 * 1^2 + 4 * (1 - 2)^2 = 8. 20,000 points: sampling error ~1%.
+    real = _gauss(20000, d=4, seed=10)
+    sample = _gauss(20000, d=4, shift=1.0, scale=2.0, seed=11)
+    assert dist.frechet(real, sample) == pytest.approx(8.0, rel=0.03)
+    ref = dist.prepare(real[:400], space="test", k=5)
+    assert dist.summary(ref, sample[:50])["frechet"] == pytest.approx(dist.frechet(real[:400], sample[:50]), rel=1e-9)

@@ -1,4 +1,4 @@
-"""Coverage, diversity and MMD of an image set relative to real train images, in a named feature space.
+"""Coverage, diversity, MMD and Fréchet distance of an image set relative to real train images, in a named feature space.
 
 Must not: read files, pick data itself, or draw randomness: the caller passes the real reference features
 (for example a seeded class-balanced subsample of the train set) and the set's features.
@@ -164,6 +164,48 @@ def _mmd2_with(real: np.ndarray, real_term: float, sample: np.ndarray, sigma: fl
     return float(real_term + _self_kernel_mean(sample, sigma) - 2.0 * cross)
 
 
+def _psd_sqrt(cov: np.ndarray) -> np.ndarray:
+    """Symmetric square root of a covariance via eigh; eigenvalues below 0 (rounding) are clipped to 0."""
+    vals, vecs = np.linalg.eigh((cov + cov.T) / 2.0)
+    return (vecs * np.sqrt(np.clip(vals, 0.0, None))) @ vecs.T
+
+
+def frechet_gaussians(mu1: np.ndarray, cov1: np.ndarray, mu2: np.ndarray, cov2: np.ndarray) -> float:
+    """Fréchet distance d^2 = ||mu1 - mu2||^2 + tr(C1) + tr(C2) - 2 tr((C1^1/2 C2 C1^1/2)^1/2).
+
+    tr((C1 C2)^1/2) is taken as the sum of square roots of the eigenvalues of the symmetric PSD matrix
+    C1^1/2 C2 C1^1/2 (same spectrum as C1 C2), which avoids the complex output and the ill-conditioning of a
+    general `sqrtm(C1 @ C2)` when the covariances are singular, as they are for sets smaller than the dimension.
+    Clipping negative rounding eigenvalues to 0 is the numerical guard; the result is clipped at 0 too.
+    """
+    mu1, mu2 = np.asarray(mu1, dtype=np.float64), np.asarray(mu2, dtype=np.float64)
+    cov1, cov2 = np.asarray(cov1, dtype=np.float64), np.asarray(cov2, dtype=np.float64)
+    d = mu1.shape[0]
+    if mu2.shape != (d,) or cov1.shape != (d, d) or cov2.shape != (d, d):
+        raise ConfigError(f"frechet: expected means ({d},) and covariances ({d}, {d}), got {mu2.shape}, "
+                          f"{cov1.shape}, {cov2.shape}")
+    root1 = _psd_sqrt(cov1)
+    cross = np.linalg.eigvalsh(root1 @ ((cov2 + cov2.T) / 2.0) @ root1)
+    trace_sqrt = float(np.sqrt(np.clip(cross, 0.0, None)).sum())
+    value = float(((mu1 - mu2) ** 2).sum() + np.trace(cov1) + np.trace(cov2) - 2.0 * trace_sqrt)
+    return max(value, 0.0)
+
+
+def gaussian_fit(feats: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and unbiased covariance (ddof = 1) of the rows; needs at least 2 rows."""
+    feats = _check(feats, "features", 2)
+    return feats.mean(axis=0), np.cov(feats, rowvar=False, ddof=1).reshape(feats.shape[1], feats.shape[1])
+
+
+def frechet(real: np.ndarray, sample: np.ndarray) -> float:
+    """Fréchet (FID-style) distance between Gaussians fitted to `real` and `sample` features.
+
+    Biased upward for small samples (the covariance of m points has rank <= m - 1): compare sets of the same
+    size only, as with coverage.
+    """
+    return frechet_gaussians(*gaussian_fit(real), *gaussian_fit(sample))
+
+
 @dataclass(frozen=True)
 class Reference:
     """Real reference features with everything that does not depend on the scored set computed once."""
@@ -175,6 +217,8 @@ class Reference:
     mean_distance: float
     sigma: float
     kernel_mean: float
+    mean: np.ndarray
+    cov: np.ndarray
 
 
 def prepare(real: np.ndarray, *, space: str, k: int = 5) -> Reference:
@@ -185,7 +229,7 @@ def prepare(real: np.ndarray, *, space: str, k: int = 5) -> Reference:
     real = _check(real, "real", k + 1)
     sigma = median_bandwidth(real)
     return Reference(real, space, k, knn_radii(real, k), mean_pairwise_distance(real), sigma,
-                     _self_kernel_mean(real, sigma))
+                     _self_kernel_mean(real, sigma), *gaussian_fit(real))
 
 
 def summary(ref: Reference, sample: np.ndarray) -> dict:
@@ -201,4 +245,5 @@ def summary(ref: Reference, sample: np.ndarray) -> dict:
         "mmd2": _mmd2_with(ref.feats, ref.kernel_mean, sample, ref.sigma),
         "mmd_bandwidth": ref.sigma,
         "mmd_kernel": "rbf exp(-d^2 / (2 sigma^2)), sigma = median pairwise distance of the first 1000 real points",
+        "frechet": frechet_gaussians(ref.mean, ref.cov, *gaussian_fit(sample)),
     }
