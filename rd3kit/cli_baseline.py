@@ -1,4 +1,4 @@
-"""`rd3kit baseline make|show`: parse, call rd3kit.baselines, render. Must not hold selection logic itself."""
+"""`rd3kit baseline make|forgetting|show`: parse, call rd3kit.baselines, render. Must not hold selection logic itself."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Optional
 
 import typer
 
-from rd3kit.errors import RD3Error
+from rd3kit.errors import ConfigError, RD3Error
 
 DEFAULT_DIR = Path("reference") / "baselines"
 
@@ -45,6 +45,32 @@ def make(
                f"({len(selection.flat())} images, train sha256 {split.sha256[:12]})")
 
 
+def forgetting(
+    dataset: str = typer.Option(..., help="dataset the train file holds, e.g. cifar10"),
+    train: Path = typer.Option(..., help="train split .npz (pinned CIFAR-10: shared/data/cifar10/train.npz)"),
+    protocol: str = typer.Option(..., help="coupled protocol giving network, SGD settings and batch size"),
+    epochs: int = typer.Option(..., help="epochs of the scoring run (no augmentation, constant lr)"),
+    seed: int = typer.Option(..., help="seed of the scoring run (model init and batch order)"),
+    ipc: str = typer.Option(..., help="comma-separated IPCs to store, e.g. 1,10,50"),
+    cache_dir: Optional[Path] = typer.Option(None, help="where the per-example correctness is cached "
+                                                        "[default $RD3KIT_HOME/forgetting]"),
+    out_dir: Path = typer.Option(DEFAULT_DIR, help="folder for the selection files"),
+    overwrite: bool = typer.Option(False, help="replace different selections already stored"),
+) -> None:
+    """Score every train example by forgetting events in one seeded run; store the most-forgotten per class."""
+    from rd3kit.baselines.runs import forgetting_selections
+
+    try:
+        ipcs = [int(v) for v in ipc.split(",") if v.strip()]
+        written = forgetting_selections(dataset, train, protocol, epochs, seed, ipcs, cache_dir, out_dir, overwrite)
+    except ValueError:
+        raise _fail(ConfigError(f"--ipc must be comma-separated integers, got {ipc!r}")) from None
+    except RD3Error as exc:
+        raise _fail(exc) from None
+    for line in written:
+        typer.echo(line)
+
+
 def show(
     file: Path = typer.Argument(..., help="a selection JSON file"),
     as_json: bool = typer.Option(False, "--json", help="print the stored record as JSON"),
@@ -75,8 +101,9 @@ def show(
 
 def register(app: typer.Typer) -> None:
     """Add the `baseline` command group to the main app."""
-    sub = typer.Typer(help="Coreset baselines (random, herding, k-center) stored as index lists.",
+    sub = typer.Typer(help="Coreset baselines (random, herding, k-center, forgetting) stored as index lists.",
                       no_args_is_help=True)
     sub.command("make")(make)
+    sub.command("forgetting")(forgetting)
     sub.command("show")(show)
     app.add_typer(sub, name="baseline")

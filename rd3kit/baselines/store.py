@@ -27,10 +27,13 @@ INDEX_ORDER = ("positions in the train split as loaded (pinned CIFAR-10 npz: cla
 _KEYS = ("format", "method", "dataset", "train_sha256", "ipc", "seed", "feature_space", "rd3kit_version",
          "index_order", "indices")
 _SHA = re.compile(r"^[0-9a-f]{64}$")
+# Forgetting selections carry one more key, "run": the training run that scored the examples.
+STORED_METHODS = METHODS + ("forgetting",)
+_SEEDED = ("random", "forgetting")
 
 
 def file_name(dataset: str, method: str, ipc: int, seed: int | None) -> str:
-    """`<dataset>-<method>-ipc<N>[-seed<S>].json`: the seed part only for seeded (random) selections."""
+    """`<dataset>-<method>-ipc<N>[-seed<S>].json`: the seed part only for seeded (random, forgetting) ones."""
     return f"{dataset}-{method}-ipc{ipc}{'' if seed is None else f'-seed{seed}'}.json"
 
 
@@ -46,6 +49,7 @@ class Selection:
     feature_space: str | None
     rd3kit_version: str
     indices: Mapping[int, tuple[int, ...]]
+    run: Mapping | None = None
 
     def __post_init__(self) -> None:
         frozen = {int(c): tuple(int(i) for i in idx) for c, idx in sorted(self.indices.items())}
@@ -62,14 +66,15 @@ class Selection:
 
     def as_dict(self) -> dict:
         head = {k: getattr(self, k) for k in _KEYS if k not in ("format", "index_order", "indices")}
-        return {"format": FORMAT, **head, "index_order": INDEX_ORDER,
+        extra = {} if self.run is None else {"run": dict(self.run)}
+        return {"format": FORMAT, **head, "index_order": INDEX_ORDER, **extra,
                 "indices": {str(c): list(v) for c, v in self.indices.items()}}
 
 
 def make_selection(picks: Mapping[int, list[int]], *, method: str, train: RealSplit, ipc: int,
-                   seed: int | None, feature_space: str | None) -> Selection:
+                   seed: int | None, feature_space: str | None, run: Mapping | None = None) -> Selection:
     """Wrap selector output with its provenance; validates it as the loader would."""
-    sel = Selection(method, train.dataset, train.sha256, ipc, seed, feature_space, __version__, picks)
+    sel = Selection(method, train.dataset, train.sha256, ipc, seed, feature_space, __version__, picks, run)
     _validate(sel, "<new selection>")
     return sel
 
@@ -122,8 +127,9 @@ def parse(data: object, where: str) -> Selection:
     """Build a Selection from decoded JSON; every deviation is a DataError naming the key."""
     _need(isinstance(data, dict), where, "<top level>", "an object", type(data).__name__)
     keys = set(data)
-    _need(keys == set(_KEYS), where, "<keys>", f"exactly {sorted(_KEYS)}",
-          f"missing {sorted(set(_KEYS) - keys)}, unknown {sorted(keys - set(_KEYS))}")
+    want = set(_KEYS) | ({"run"} if data.get("method") == "forgetting" else set())
+    _need(keys == want, where, "<keys>", f"exactly {sorted(want)}",
+          f"missing {sorted(want - keys)}, unknown {sorted(keys - want)}")
     _need(data["format"] == FORMAT, where, "format", repr(FORMAT), data["format"])
     _need(data["index_order"] == INDEX_ORDER, where, "index_order", "the documented order text", data["index_order"])
     for key in ("method", "dataset", "train_sha256", "rd3kit_version"):
@@ -137,21 +143,26 @@ def parse(data: object, where: str) -> Selection:
           "an object keyed by class ids", raw if not isinstance(raw, dict) else sorted(raw))
     for c, idx in raw.items():
         _need(isinstance(idx, list) and all(_is_int(i) for i in idx), where, f"indices.{c}", "a list of integers", idx)
+    if "run" in data:
+        _need(isinstance(data["run"], dict), where, "run", "an object describing the scoring run", data["run"])
     sel = Selection(data["method"], data["dataset"], data["train_sha256"], data["ipc"], data["seed"],
-                    data["feature_space"], data["rd3kit_version"], {int(c): v for c, v in raw.items()})
+                    data["feature_space"], data["rd3kit_version"], {int(c): v for c, v in raw.items()},
+                    data.get("run"))
     _validate(sel, where)
     return sel
 
 
 def _validate(sel: Selection, where: str) -> None:
-    _need(sel.method in METHODS, where, "method", f"one of {list(METHODS)}", sel.method)
+    _need(sel.method in STORED_METHODS, where, "method", f"one of {list(STORED_METHODS)}", sel.method)
     _need(bool(_SHA.match(sel.train_sha256)), where, "train_sha256", "64 lowercase hex digits", sel.train_sha256)
     _need(sel.ipc >= 1, where, "ipc", "at least 1", sel.ipc)
-    deterministic = sel.method != "random"
-    _need((sel.seed is None) == deterministic, where, "seed",
-          "null for herding/kcenter, an integer for random", sel.seed)
-    _need((sel.feature_space is None) != deterministic, where, "feature_space",
-          "null for random, a named space for herding/kcenter", sel.feature_space)
+    seeded, in_space = sel.method in _SEEDED, sel.method in ("herding", "kcenter")
+    _need((sel.seed is None) != seeded, where, "seed",
+          "an integer for random/forgetting, null for herding/kcenter", sel.seed)
+    _need((sel.feature_space is None) != in_space, where, "feature_space",
+          "a named space for herding/kcenter, null otherwise", sel.feature_space)
+    _need((sel.run is None) != (sel.method == "forgetting"), where, "run",
+          "the scoring run for forgetting, absent otherwise", sel.run)
     _need(len(sel.indices) > 0, where, "indices", "at least one class", {})
     for c, idx in sel.indices.items():
         _need(len(idx) == sel.ipc, where, f"indices.{c}", f"{sel.ipc} indices (ipc)", len(idx))
