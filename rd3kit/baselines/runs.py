@@ -59,7 +59,9 @@ def forgetting_selections(dataset: str, train_path: Path, protocol_ref: str, epo
     correct, wall_s, cached = cached_correctness(run, train, cache_dir)
     counts = fg.forgetting_counts(correct)
     # wall_s stays out of the file: a rerun must reproduce the stored selection byte for byte.
-    described = dict(run.describe(), never_learned=int(np.isinf(counts).sum()), mean_events=float(counts[np.isfinite(counts)].mean()))
+    learned = counts[np.isfinite(counts)]
+    described = dict(run.describe(), never_learned=int(counts.size - learned.size),
+                     mean_events_of_learned=round(float(learned.mean()), 6) if learned.size else None)
     lines = []
     for ipc in ipcs:
         picks = fg.select_forgetting(counts, train.labels, ipc)
