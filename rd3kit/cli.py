@@ -73,6 +73,7 @@ def eval_cmd(
     set_std: Optional[str] = typer.Option(None, help="Decoupled only: producer's std for --space normalized."),
     ipc: Optional[int] = typer.Option(None, help="Decoupled only, .npz SET: images per class of a random subset."),
     subset_seed: Optional[int] = typer.Option(None, help="Decoupled only, .npz SET: seed of the random subset."),
+    fkd: Optional[Path] = typer.Option(None, help="Decoupled fkd_replay only: FKD label dir (epoch_E/batch_B.tar)."),
 ) -> None:
     """Evaluate a distilled set under a frozen protocol over seeds; reports final-epoch top-1."""
     from rd3kit import api, cli_decoupled
@@ -85,11 +86,11 @@ def eval_cmd(
         cli_decoupled.reject_coupled_options(proto.ref, {"--idc-factor": idc_factor, "--train": train,
                                                          "--data-root": data_root, "--cache-dir": cache_dir})
         args = cli_decoupled.EvalArgs(cli_decoupled.single_set(set_paths), teacher, teacher_source, test, space,
-                                      (set_mean, set_std), select, (ipc, subset_seed), seeds, device, out)
+                                      (set_mean, set_std), select, (ipc, subset_seed), seeds, device, out, fkd)
         result = cli_decoupled.run_eval(proto, args)
         return emit_json(result) if as_json else cli_decoupled.render(result, out)
     cli_decoupled.reject_decoupled_options(proto.ref, dict(zip(cli_decoupled.DECOUPLED_ONLY, (
-        teacher, teacher_source, set_mean, set_std, ipc, subset_seed))))
+        teacher, teacher_source, set_mean, set_std, ipc, subset_seed, fkd))))
     dset = load_set_arg(set_paths, space, select, idc_factor)
     test_split = load_split(proto.data.name, "test", test, data_root, download)
     train_split = load_split(proto.data.name, "train", train, data_root, download) if proto.data.zca else None

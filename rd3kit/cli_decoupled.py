@@ -168,10 +168,11 @@ class EvalArgs:
     seeds: Optional[str] = None
     device: str = "cpu"
     out: Optional[Path] = None
+    fkd: Optional[Path] = None  # stored FKD labels, for fkd_replay protocols
 
 
 # `rd3kit eval` options that only a decoupled protocol reads; given with a coupled protocol they are an error.
-DECOUPLED_ONLY = ("--teacher", "--teacher-source", "--set-mean", "--set-std", "--ipc", "--subset-seed")
+DECOUPLED_ONLY = ("--teacher", "--teacher-source", "--set-mean", "--set-std", "--ipc", "--subset-seed", "--fkd")
 
 
 def reject_decoupled_options(ref: str, given: dict[str, object]) -> None:
@@ -203,7 +204,11 @@ def _load_inputs(proto, args: EvalArgs):
     from rd3kit.sources.realdata import load_split
     from rd3kit.teacher import load_teacher
 
-    if args.teacher is None or args.teacher_source is None:
+    replay = proto.soft_labels.source == "fkd_replay"
+    if (args.fkd is not None) != replay:
+        raise ConfigError(f"{proto.ref}: --fkd DIR is " + ("required: the protocol replays stored FKD labels" if replay
+                          else f"only for fkd_replay protocols; this one's soft labels are {proto.soft_labels.source!r}"))
+    if not replay and (args.teacher is None or args.teacher_source is None):
         raise ConfigError(f"{proto.ref}: a decoupled protocol needs --teacher FILE and --teacher-source SRC")
     if args.test is None:
         raise ConfigError(f"{proto.ref}: a decoupled protocol needs --test TEST.npz (the real test split)")
@@ -213,9 +218,22 @@ def _load_inputs(proto, args: EvalArgs):
         norm = (_floats(args.set_norm[0], "--set-mean"), _floats(args.set_norm[1], "--set-std"))
         images, labels, set_info = _distilled(args.set_path, args.space, args.select, norm)
     set_info["ipc_checked"] = _check_set(images, labels, proto)
-    net, teacher_info = load_teacher(proto.teacher, proto.data, args.teacher, args.teacher_source)
+    if replay:  # the logits were made by the artifact's teacher; a --teacher given here is checked and recorded
+        net = _open_fkd(proto, args.fkd, images.shape[0], set_info["ipc_checked"])
+        teacher_info = {"fkd": net.describe()}
+        if args.teacher is not None and args.teacher_source is not None:
+            teacher_info |= load_teacher(proto.teacher, proto.data, args.teacher, args.teacher_source)[1]
+    else:
+        net, teacher_info = load_teacher(proto.teacher, proto.data, args.teacher, args.teacher_source)
     test_split = load_split(proto.data.name, proto.data.test_split, args.test, None)
     return (images, labels, set_info), (net, teacher_info), test_split
+
+
+def _open_fkd(proto, root: Path, n: int, ipc: int):
+    from rd3kit.sources.fkd import open_fkd
+    from rd3kit.train.decoupled import resolve_batch
+
+    return open_fkd(root, n, resolve_batch(proto.batch, n, ipc), proto.data.num_classes)
 
 
 def run_eval(proto, args: EvalArgs) -> dict:
@@ -235,8 +253,10 @@ def run_eval(proto, args: EvalArgs) -> dict:
     report = lambda s, e: typer.echo(f"seed {s} epoch {e.epoch + 1}/{proto.epochs} loss {e.loss:.4f}"
                                      + (f" probe top1 {100 * e.probe_top1:.2f} %" if e.probe_top1 is not None else "")
                                      + f" ({time.perf_counter() - t0:.0f} s)", err=True) if (e.epoch + 1) % 50 == 0 else None
-    rows = run_seeds(proto, images.to(dev), labels.to(dev), net.to(dev), test_split, _seeds(args.seeds, proto.seeds),
-                     report)
+    rows = run_seeds(proto, images.to(dev), labels.to(dev), net.to(dev) if hasattr(net, "to") else net, test_split,
+                     _seeds(args.seeds, proto.seeds), report)
+    if "fkd" in teacher_info:
+        teacher_info["fkd"] = net.describe()  # now with the sha256 of every FKD file the seeds read
     result = _record(proto, set_info, teacher_info, test_split, rows, args.device, time.perf_counter() - t0)
     if args.out is not None:
         write_json(args.out, result)
@@ -256,8 +276,10 @@ def render(result: dict, out: Optional[Path]) -> None:
 def eval_decoupled(
     set_path: Path = typer.Argument(..., metavar="SET", help="Distilled set (.pt) or a real train split (.npz)."),
     protocol: str = typer.Option(..., "--protocol", "-p", help="Decoupled protocol id@vN."),
-    teacher: Path = typer.Option(..., help="Teacher weights (.safetensors or weights-only .pt/.pth)."),
-    teacher_source: str = typer.Option(..., help="hf://OWNER/REPO@COMMIT/PATH, torchvision:<Weights>, rd3kit-teacher:REC.json"),
+    teacher: Optional[Path] = typer.Option(None, help="Teacher weights (.safetensors or weights-only .pt/.pth); "
+                                           "required unless the protocol replays FKD labels."),
+    teacher_source: Optional[str] = typer.Option(None, help="hf://OWNER/REPO@COMMIT/PATH, torchvision:<Weights>, "
+                                                 "rd3kit-teacher:REC.json"),
     test: Path = typer.Option(..., help="Real test split (.npz)."),
     space: Optional[str] = typer.Option(None, help="Space of a .pt set: raw01 or normalized."),
     set_mean: Optional[str] = typer.Option(None, help="Producer's mean (comma-separated) for --space normalized."),
@@ -268,11 +290,12 @@ def eval_decoupled(
     seeds: Optional[str] = typer.Option(None, help="Comma-separated seeds; default: the protocol's list."),
     device: str = typer.Option("cpu", help="cpu or cuda[:N]."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Write the result record here."),
+    fkd: Optional[Path] = typer.Option(None, help="fkd_replay protocols: FKD label dir (epoch_E/batch_B.tar)."),
 ) -> None:
     """Train students on SET under a decoupled protocol with a checked teacher; report final-epoch top-1."""
     proto = _decoupled(protocol)
     args = EvalArgs(set_path, teacher, teacher_source, test, space, (set_mean, set_std), select, (ipc, subset_seed),
-                    seeds, device, out)
+                    seeds, device, out, fkd)
     render(run_eval(proto, args), out)
 
 

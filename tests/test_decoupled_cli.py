@@ -74,3 +74,31 @@ def test_coupled_options_with_a_decoupled_protocol_exit_2(files):
 def test_teacher_protocol_through_eval_exits_2(files):
     res = runner.invoke(app, ["eval", str(files["set"]), "-p", "teacher-cifar10-convnetbn@v1", *_common(files)])
     assert res.exit_code == 2 and "rd3kit teacher train" in res.output
+
+
+def test_eval_replays_fkd_labels_and_records_their_hashes(files):
+    from rd3kit.sources.fkd import FkdWriter
+    from rd3kit.sources.realdata import from_npz
+    from test_fkd import _protocols
+
+    online, replay = _protocols({"name": "cutmix", "beta": 1.0, "prob": 1.0})
+    replay = replay.model_copy(update={"epochs": 1})
+    (files["dir"] / "replay.json").write_text(replay.model_dump_json())
+    x, y = tiny_set()
+    teacher = D.build_seeded(online.teacher.model, online.data, 7, torch.device("cpu"))
+    writer = FkdWriter(files["dir"] / "fkd")
+    run = D.train_decoupled(online.model_copy(update={"epochs": 1}), x, y, teacher, 0, D.Hooks(record=writer))
+    writer.finish()
+    expected = D.evaluate_top1(run.model, from_npz(files["test"], "cifar10", "test"), online.data, online.eval)
+    base = ["eval", str(files["set"]), "-p", str(files["dir"] / "replay.json"), "--test", str(files["test"]),
+            "--space", "raw01", "--seeds", "0"]
+    res = runner.invoke(app, [*base, "--fkd", str(files["dir"] / "fkd"), "--json"])
+    assert res.exit_code == 0, res.output
+    doc = json.loads(res.stdout)
+    assert doc["top1"] == [expected]
+    assert doc["inputs"]["teacher"]["fkd"]["files_read"] == 2 and "source" not in doc["inputs"]["teacher"]
+    res = runner.invoke(app, base)
+    assert res.exit_code == 2 and "--fkd DIR is required" in res.output
+    res = runner.invoke(app, ["eval", str(files["set"]), "-p", str(files["protocol"]), *_common(files),
+                              "--fkd", str(files["dir"] / "fkd")])
+    assert res.exit_code == 2 and "only for fkd_replay" in res.output

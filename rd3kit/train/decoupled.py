@@ -24,6 +24,7 @@ from rd3kit.protocols.spec import DataSpec
 from rd3kit.sources.realdata import RealSplit
 from rd3kit.train.batchaug import Augmented, augment_batch, mix_targets, normalize
 from rd3kit.train.coupled import streams
+from rd3kit.train.replay import FkdBatch, ReplaySource, augment_recorded, replay_augment
 from rd3kit.train.schedules import lr_factor
 
 
@@ -39,10 +40,13 @@ class EpochLog:
 
 @dataclass(frozen=True)
 class Hooks:
-    """Optional callbacks: `on_epoch` for progress, `probe` (model -> top1) for the best-epoch diagnostic."""
+    """Optional callbacks: `on_epoch` for progress, `probe` (model -> top1) for the best-epoch diagnostic, and
+    `record(epoch, step, indices, FkdBatch)` to keep each online-teacher batch in FKD form (the draws are the same
+    with or without it, so recording never changes the run)."""
 
     on_epoch: Callable[[EpochLog], None] | None = None
     probe: Callable[[nn.Module], float] | None = None
+    record: Callable[[int, int, Tensor, FkdBatch], None] | None = None
 
 
 @dataclass(frozen=True)
@@ -143,18 +147,16 @@ def _targets(protocol: DecoupledProtocol, teacher: nn.Module, aug: Augmented, st
     return stored
 
 
-def _train_step(protocol: DecoupledProtocol, student: nn.Module, teacher: nn.Module, batch: tuple[Tensor, Tensor],
-                gen: torch.Generator, optimizer: torch.optim.Optimizer) -> float:
-    x, y = batch
-    aug = augment_batch(x, protocol.augmentation, protocol.data.mean, protocol.data.std, gen)
+def _optimize(protocol: DecoupledProtocol, student: nn.Module, aug: Augmented, target: Tensor, y: Tensor,
+              optimizer: torch.optim.Optimizer) -> float:
+    """One step on a prepared batch; `target` is teacher logits (online/replayed) or stored per-image logits."""
     if protocol.student_clean_forward:
         with torch.no_grad():
             student(aug.clean)  # RDED's train-mode forward on the un-mixed batch: only BN running stats move
     hard = y.argmax(dim=1) if y.ndim == 2 else y
-    mix_hard = mix_targets(F.one_hot(hard, protocol.data.num_classes).to(x.dtype), aug.mix)
-    stored = y if (protocol.soft_labels.source == "stored") else None
-    target = _targets(protocol, teacher, aug, stored)
-    mixer = (lambda t: mix_targets(t, aug.mix)) if stored is not None else (lambda t: t)
+    mix_hard = mix_targets(F.one_hot(hard, protocol.data.num_classes).to(aug.images.dtype), aug.mix)
+    stored = protocol.soft_labels.source == "stored"
+    mixer = (lambda t: mix_targets(t, aug.mix)) if stored else (lambda t: t)
     loss = soft_loss(protocol.soft_labels, student(aug.images), target, mix_hard, mixer)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
@@ -162,11 +164,37 @@ def _train_step(protocol: DecoupledProtocol, student: nn.Module, teacher: nn.Mod
     return float(loss.detach())
 
 
+def _train_step(protocol: DecoupledProtocol, student: nn.Module, teacher: nn.Module, batch: tuple[Tensor, Tensor],
+                gen: torch.Generator, optimizer: torch.optim.Optimizer) -> float:
+    x, y = batch
+    aug = augment_batch(x, protocol.augmentation, protocol.data.mean, protocol.data.std, gen)
+    target = _targets(protocol, teacher, aug, y if protocol.soft_labels.source == "stored" else None)
+    return _optimize(protocol, student, aug, target, y, optimizer)
+
+
+def _recorded_step(protocol: DecoupledProtocol, student: nn.Module, teacher: nn.Module, batch: tuple[Tensor, Tensor],
+                   gen: torch.Generator, optimizer: torch.optim.Optimizer) -> tuple[float, FkdBatch]:
+    """An online-teacher step that also returns its FKD record (same draws as _train_step)."""
+    x, y = batch
+    aug, rec = augment_recorded(x, protocol.augmentation, protocol.data.mean, protocol.data.std, gen)
+    target = _targets(protocol, teacher, aug, None)
+    rec = FkdBatch(rec.coords, rec.flip, rec.mix_index, rec.mix_lam, rec.mix_box, target.detach().cpu().clone())
+    return _optimize(protocol, student, aug, target, y, optimizer), rec
+
+
+def _replayed_step(protocol: DecoupledProtocol, student: nn.Module, rec: FkdBatch, batch: tuple[Tensor, Tensor],
+                   optimizer: torch.optim.Optimizer, where: str) -> float:
+    """A step on a stored FKD batch: its augmentation rebuilt, its logits as targets; nothing drawn."""
+    x, y = batch
+    if rec.soft.shape != (x.shape[0], protocol.data.num_classes):
+        raise ConfigError(f"{where}: soft labels {tuple(rec.soft.shape)}, expected ({x.shape[0]}, "
+                          f"{protocol.data.num_classes})")
+    aug = replay_augment(x, rec, protocol.augmentation, protocol.data.mean, protocol.data.std, where)
+    return _optimize(protocol, student, aug, rec.soft.to(x.device, torch.float32), y, optimizer)
+
+
 def _check_inputs(protocol: DecoupledProtocol, images: Tensor, labels: Tensor) -> int:
     """Validate shapes; return the images per class."""
-    if protocol.soft_labels.source == "fkd_replay":
-        raise ConfigError(f"{protocol.ref}: soft_labels.source 'fkd_replay' needs the artifact's per-epoch FKD files; "
-                          "replaying them is not implemented yet")
     if protocol.soft_labels.source == "stored" and labels.ndim != 2:
         raise ConfigError(f"{protocol.ref} trains on stored soft labels, but the set has hard labels")
     if images.ndim != 4 or images.shape[0] != labels.shape[0]:
@@ -184,10 +212,60 @@ def _probe_due(ev: EvalSpec, epoch: int, epochs: int) -> bool:
             and epoch + 1 < epochs)
 
 
-def train_decoupled(protocol: DecoupledProtocol, images: Tensor, labels: Tensor, teacher: nn.Module, seed: int,
-                    hooks: Hooks = Hooks()) -> RunResult:
+@dataclass(frozen=True)
+class _Run:
+    """What every step of one run shares."""
+
+    protocol: DecoupledProtocol
+    student: nn.Module
+    labels_from: nn.Module | ReplaySource
+    optimizer: torch.optim.Optimizer
+    gen: torch.Generator  # augmentation draws
+    shuffle: torch.Generator  # per-epoch order (unused when replaying: the FKD order is stored)
+    hooks: Hooks
+
+
+def _label_source(protocol: DecoupledProtocol, teacher: nn.Module | ReplaySource, hooks: Hooks):
+    replay = protocol.soft_labels.source == "fkd_replay"
+    if replay == isinstance(teacher, nn.Module):
+        raise ConfigError(f"{protocol.ref}: soft_labels.source {protocol.soft_labels.source!r} needs "
+                          + ("the stored FKD labels (rd3kit.sources.fkd.open_fkd), not a teacher network" if replay
+                             else "a teacher network"))
+    if replay and teacher.epochs < protocol.epochs:
+        raise ConfigError(f"{protocol.ref}: trains {protocol.epochs} epochs, the FKD labels hold {teacher.epochs}")
+    if hooks.record is not None and protocol.soft_labels.source != "online_teacher":
+        raise ConfigError(f"{protocol.ref}: recording FKD batches needs an online teacher, got "
+                          f"{protocol.soft_labels.source!r}")
+    return teacher if replay else freeze_teacher(teacher, protocol.teacher.mode)
+
+
+def _epoch_order(run: _Run, n: int, epoch: int, device: torch.device) -> Tensor:
+    if isinstance(run.labels_from, nn.Module):
+        return torch.randperm(n, generator=run.shuffle).to(device)
+    order = run.labels_from.order(epoch)
+    if order.shape != (n,) or not torch.equal(order.sort().values, torch.arange(n)):
+        raise ConfigError(f"FKD order of epoch {epoch}: expected a permutation of the set's {n} images, got shape "
+                          f"{tuple(order.shape)}")
+    return order.to(device)
+
+
+def _step(run: _Run, batch: tuple[Tensor, Tensor], epoch: int, step: int, idx: Tensor) -> float:
+    if not isinstance(run.labels_from, nn.Module):
+        rec = run.labels_from.batch(epoch, step)
+        return _replayed_step(run.protocol, run.student, rec, batch, run.optimizer, f"FKD epoch {epoch} batch {step}")
+    if run.hooks.record is None:
+        return _train_step(run.protocol, run.student, run.labels_from, batch, run.gen, run.optimizer)
+    loss, rec = _recorded_step(run.protocol, run.student, run.labels_from, batch, run.gen, run.optimizer)
+    run.hooks.record(epoch, step, idx.cpu(), rec)
+    return loss
+
+
+def train_decoupled(protocol: DecoupledProtocol, images: Tensor, labels: Tensor, teacher: nn.Module | ReplaySource,
+                    seed: int, hooks: Hooks = Hooks()) -> RunResult:
     """Train one student on `images` ([0,1], N,C,H,W) and `labels` (hard (N,) or stored logits (N,K)).
 
+    `teacher` is the teacher network, or for `fkd_replay` protocols the stored FKD labels (a ReplaySource: its
+    per-epoch order, augmentation parameters and logits are replayed; nothing is drawn but the student's init).
     Returns the final-epoch model (EMA copy if the protocol says so) and per-epoch logs; nothing is evaluated
     here except the optional `hooks.probe` diagnostic.
     """
@@ -195,8 +273,8 @@ def train_decoupled(protocol: DecoupledProtocol, images: Tensor, labels: Tensor,
     device = images.device
     rng = streams(seed, torch.device("cpu"))  # batch augmentation draws from a CPU generator on any device
     student = build_seeded(protocol.student, protocol.data, rng.init, device)
-    teacher = freeze_teacher(teacher, protocol.teacher.mode)
-    optimizer = make_optimizer(student, protocol.optimizer)
+    run = _Run(protocol, student, _label_source(protocol, teacher, hooks), make_optimizer(student, protocol.optimizer),
+               rng.aug, rng.shuffle, hooks)
     ema = copy.deepcopy(student) if protocol.ema is not None else None
     n = images.shape[0]
     batch = resolve_batch(protocol.batch, n, ipc)
@@ -204,13 +282,13 @@ def train_decoupled(protocol: DecoupledProtocol, images: Tensor, labels: Tensor,
     log: list[EpochLog] = []
     for epoch in range(protocol.epochs):
         student.train()
-        order = torch.randperm(n, generator=rng.shuffle).to(device)
+        order = _epoch_order(run, n, epoch, device)
         losses = []
         for step in range(steps):
             factor = lr_factor(protocol.schedule, epoch, step, steps, protocol.epochs)
-            set_lr(optimizer, protocol.optimizer.lr * factor)
+            set_lr(run.optimizer, protocol.optimizer.lr * factor)
             idx = order[step * batch:(step + 1) * batch]
-            losses.append(_train_step(protocol, student, teacher, (images[idx], labels[idx]), rng.aug, optimizer))
+            losses.append(_step(run, (images[idx], labels[idx]), epoch, step, idx))
             if ema is not None:
                 ema_update(ema, student, protocol.ema.rate)
         final = ema if ema is not None else student
