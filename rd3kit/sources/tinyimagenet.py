@@ -7,9 +7,10 @@ The test split of TinyImageNet is its val split: the official test images carry 
 "val" both read the val images; the RealSplit keeps the name asked for and its origin says "val".
 
 Class order (which wnid is label 0) moves accuracy from chance to real, so it is explicit:
-  * "sorted": wnids in sorted order, torchvision's ImageFolder rule. MTT and DATM (`utils.py get_dataset`,
-    `datasets.ImageFolder(train)` and `ImageFolder(val/images)` after moving val images into wnid folders)
-    label classes this way, and zh-plus/tiny-imagenet's ClassLabel names are sorted wnids too. Default.
+  * "sorted": wnids in sorted order, torchvision's ImageFolder rule. MTT (`utils.py` @0c424937) and DATM
+    (`utils/utils_baseline.py` @b1d48238) `get_dataset` read Tiny with `datasets.ImageFolder(train)` and
+    `ImageFolder(val/images)` (val images moved into wnid folders), so they label classes this way, and
+    zh-plus/tiny-imagenet's ClassLabel names are sorted wnids too. Default.
   * "wnids": the line order of the official `wnids.txt`.
 A plain ImageFolder is always read with the sorted rule (it has no wnids.txt to follow); parquet labels are
 used as stored. Images are ordered by (label, file name) in every layout, so one set of images gives one
