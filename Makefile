@@ -24,10 +24,10 @@ reproduce:
 	$(RD3KIT) reproduce
 
 # Regression tests, then every CPU-feasible reference entry rerun from its pinned inputs.
-# Entries needing ../shared/data are skipped (and say so) when it is absent.
+# Entries needing ../shared/data are skipped (and say so) when it is absent. ENTRIES="a b" reruns only those.
 verify:
 	$(PY) -m pytest -q tests/test_protocols.py tests/test_reference.py tests/test_verdict.py tests/test_cli.py tests/test_evaluate.py
-	$(RD3KIT) reference verify-all --tier cpu --data-dir $(DATA)
+	$(RD3KIT) reference verify-all --tier cpu --data-dir $(DATA) $(foreach e,$(ENTRIES),--only $(e))
 
 verify-gpu:
 	$(RD3KIT) reference verify-all --tier gpu --device cuda --data-dir $(DATA)

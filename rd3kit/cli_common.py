@@ -11,9 +11,14 @@ import sys
 from pathlib import Path
 from typing import Callable, List, Optional
 
+import click
 import typer
 
 from rd3kit.errors import RD3Error, redact
+
+
+# Exit codes 0-3 are rd3kit's documented outcomes (README); 4 says the command crashed on a bug.
+INTERNAL_ERROR = 4
 
 
 def guarded(fn: Callable) -> Callable:
@@ -29,6 +34,16 @@ def guarded(fn: Callable) -> Callable:
         except KeyboardInterrupt:
             typer.secho("interrupted: finished seeds are cached; rerun the same command to resume", err=True)
             raise typer.Exit(130) from None
+        except (typer.Exit, typer.Abort, click.exceptions.Exit, click.exceptions.ClickException,
+                click.exceptions.Abort):
+            raise  # typer.Exit and usage errors already carry their exit code
+        except Exception as exc:  # a bug, not a verdict: exit 1 must keep meaning "a number did not hold"
+            import traceback
+
+            typer.echo(redact(traceback.format_exc()), err=True)
+            typer.secho(f"internal error ({type(exc).__name__}): a bug in rd3kit, please report it with the "
+                        "traceback above", err=True, fg=typer.colors.RED)
+            raise typer.Exit(INTERNAL_ERROR) from None
 
     return wrapper
 

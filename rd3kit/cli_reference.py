@@ -161,18 +161,22 @@ def reference_verify_all(
     data_dir: Optional[Path] = typer.Option(None),
     device: str = typer.Option("cpu"),
     out: Path = typer.Option(Path("results/verify")),
+    only: Optional[List[str]] = typer.Option(None, "--only", help="Rerun just these entries (repeatable)."),
 ) -> None:
     """Rerun every reproduction of the given tiers whose inputs are available; exit 1 if any drifts."""
     from rd3kit import api
     from rd3kit.record import write_json
     from rd3kit.reference.reproduce import default_data_dir, reproduce
-    from rd3kit.reference.store import Reproduction, load_all
+    from rd3kit.reference.store import Reproduction, get_entry, load_all
 
+    for name in only or []:
+        if not isinstance(get_entry(name), Reproduction):  # get_entry names near misses for unknown names
+            raise ConfigError(f"--only {name}: a claim, not a reproduction; `rd3kit reproduce {name}` reruns its reproductions")
     data_dir = data_dir or default_data_dir()
     runtime = api.Runtime(device=device, cache_dir=None, progress=sys.stderr.isatty())
     failed, ran, skipped = [], 0, []
     for entry in load_all().values():
-        if not isinstance(entry, Reproduction) or entry.tier not in tier:
+        if not isinstance(entry, Reproduction) or entry.tier not in tier or (only and entry.name not in only):
             continue
         if "shared-data" in (entry.set.source, entry.test.source) and data_dir is None:
             skipped.append(f"{entry.name} (needs the shared data folder: --data-dir or RD3KIT_DATA)")

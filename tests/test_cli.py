@@ -107,3 +107,19 @@ def test_reference_list_json():
     res = invoke("reference", "list", "--json", "--kind", "reproduction")
     rows = json.loads(res.stdout)
     assert res.exit_code == 0 and any(r["name"] == "digits-random-ipc10-coupled-digits-v1" for r in rows)
+
+
+def test_a_crash_exits_4_not_1(monkeypatch):
+    """Exit 1 means "a number did not hold"; an unexpected exception must not be read as a verdict by CI."""
+    from typer.testing import CliRunner
+
+    from rd3kit import protocols
+    from rd3kit.cli import app
+
+    def broken(*_args, **_kwargs):
+        raise ZeroDivisionError("injected")
+
+    monkeypatch.setattr(protocols, "released", broken)
+    res = CliRunner().invoke(app, ["protocol", "list"])
+    assert res.exit_code == 4, res.output
+    assert "internal error (ZeroDivisionError)" in res.output and "injected" in res.output

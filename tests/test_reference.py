@@ -89,3 +89,66 @@ def test_cli_record_requires_reason_with_replace(tmp_path):
     res = CliRunner().invoke(app, ["reference", "record", str(tmp_path / "r.json"), "--name", "x", "--method", "m",
                                    "--replace"])
     assert res.exit_code == 2 and "--reason" in res.output
+
+
+def _faithful_rerun(monkeypatch):
+    """Replace training by what a faithful rerun returns: the originally recorded per-seed values.
+
+    The CLI, the store, input loading and the verdicts all run for real; only the (minutes-long) training is
+    skipped, so the test sees exactly what `make verify` sees when the reference file, not the code, changed.
+    """
+    from rd3kit import api
+
+    original = {n: e for n, e in ENTRIES.items() if isinstance(e, Reproduction)}
+
+    def evaluate(dset, protocol, test, train=None, seeds=None, runtime=None):
+        entry = next(e for e in original.values() if e.set.sha256 in dset.files.values())
+        return {"protocol": {"ref": entry.protocol, "sha256": entry.protocol_sha256}, "seeds": entry.seeds,
+                "top1": entry.top1, "inputs": {"set": {"files": dset.files, "ipc": entry.ipc},
+                                               "test": test.describe()}}
+
+    monkeypatch.setattr(api, "evaluate", evaluate)
+
+
+def _copy_store(tmp_path, monkeypatch, shift_pp: float):
+    import shutil
+
+    root = tmp_path / "reference"
+    shutil.copytree(reference_root(), root)
+    path = root / "reproductions" / "digits-random-ipc10-coupled-digits-v1.json"
+    doc = json.loads(path.read_text())
+    doc["top1"] = [v + shift_pp / 100 for v in doc["top1"]]
+    path.write_text(json.dumps(doc, indent=1))
+    monkeypatch.setenv("RD3KIT_REFERENCE", str(root))
+    return root
+
+
+@pytest.mark.parametrize("shift_pp, code", [(0.0, 0), (3.0, 1), (-3.0, 1)])
+def test_verify_all_fails_naming_the_entry_whose_mean_was_edited(tmp_path, monkeypatch, shift_pp, code):
+    """Issue 3's acceptance through the CLI `make verify` calls: a reference mean edited by 3 pp fails, naming it."""
+    from typer.testing import CliRunner
+
+    from rd3kit.cli import app
+
+    _copy_store(tmp_path, monkeypatch, shift_pp)
+    _faithful_rerun(monkeypatch)
+    res = CliRunner().invoke(app, ["reference", "verify-all", "--only", "digits-random-ipc10-coupled-digits-v1",
+                                   "--out", str(tmp_path / "out")])
+    assert res.exit_code == code, res.output
+    if code:
+        assert "NOT REPRODUCED: digits-random-ipc10-coupled-digits-v1" in res.output
+        assert "not reproduced: digits-random-ipc10-coupled-digits-v1" in res.output
+    else:
+        assert "REPRODUCED: digits-random-ipc10-coupled-digits-v1" in res.output and "1 reran, 0 failed" in res.output
+
+
+def test_verify_all_only_rejects_unknown_and_claim_names():
+    from typer.testing import CliRunner
+
+    from rd3kit.cli import app
+
+    res = CliRunner().invoke(app, ["reference", "verify-all", "--only", "digits-random-ipc10-coupled-digit"])
+    assert res.exit_code == 2 and "Did you mean digits-random-ipc10-coupled-digits-v1" in res.output
+    claim = next(n for n, e in ENTRIES.items() if isinstance(e, Claim))
+    res = CliRunner().invoke(app, ["reference", "verify-all", "--only", claim])
+    assert res.exit_code == 2 and "a claim, not a reproduction" in res.output
