@@ -67,6 +67,8 @@ def eval_cmd(
     cache_dir: Optional[Path] = typer.Option(None, help="Per-seed run cache (default $RD3KIT_HOME/runs)."),
     no_cache: bool = typer.Option(False, help="Do not read or write the per-seed cache."),
     as_json: bool = typer.Option(False, "--json", help="Print the result record as JSON."),
+    batch_seeds: bool = typer.Option(False, help="Coupled only: train seeds stacked (docs/speed.md); equal to the "
+                                     "per-seed reference within float order, cached and recorded apart."),
     teacher: Optional[Path] = typer.Option(None, help="Decoupled protocols only: teacher weights file."),
     teacher_source: Optional[str] = typer.Option(None, help="Decoupled only: hf://..., torchvision:..., rd3kit-teacher:REC.json"),
     set_mean: Optional[str] = typer.Option(None, help="Decoupled only: producer's mean for --space normalized."),
@@ -84,7 +86,8 @@ def eval_cmd(
     proto = get_protocol(protocol)
     if proto.family != "coupled":  # decoupled protocols: same options, the decoupled pipeline (cli_decoupled)
         cli_decoupled.reject_coupled_options(proto.ref, {"--idc-factor": idc_factor, "--train": train,
-                                                         "--data-root": data_root, "--cache-dir": cache_dir})
+                                                         "--data-root": data_root, "--cache-dir": cache_dir,
+                                                         "--batch-seeds": batch_seeds or None})
         args = cli_decoupled.EvalArgs(cli_decoupled.single_set(set_paths), teacher, teacher_source, test, space,
                                       (set_mean, set_std), select, (ipc, subset_seed), seeds, device, out, fkd)
         result = cli_decoupled.run_eval(proto, args)
@@ -95,7 +98,7 @@ def eval_cmd(
     test_split = load_split(proto.data.name, "test", test, data_root, download)
     train_split = load_split(proto.data.name, "train", train, data_root, download) if proto.data.zca else None
     runtime = api.Runtime(device=device, cache_dir=None if no_cache else (cache_dir or api.default_cache_dir()),
-                          progress=not as_json and sys.stderr.isatty())
+                          progress=not as_json and sys.stderr.isatty(), batch_seeds=batch_seeds)
     result = api.evaluate(dset, proto, test_split, train=train_split, seeds=parse_seeds(seeds), runtime=runtime)
     result["command"] = command_line(sys.argv[1:])
     if out is not None:

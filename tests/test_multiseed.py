@@ -1,0 +1,199 @@
+"""Stacked multi-seed training: each seed equals the single-seed loop within float order; the evaluate hook."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from conftest import tiny_protocol
+
+from rd3kit import api
+from rd3kit.embedded import digits_split, digits_subset
+from rd3kit.errors import ConfigError
+from rd3kit.preprocess import prepare_set, prepare_test
+from rd3kit.protocols import get_protocol
+from rd3kit.train import multiseed as ms
+from rd3kit.train.coupled import top1, train
+
+SEEDS = [0, 1, 2]
+# One test image of 360. Accuracies are compared exactly on this machine, within one image elsewhere.
+ONE_IMAGE = 1 / 360
+WEIGHT_ATOL = ms.WEIGHT_ATOL  # why not bitwise, and what was measured: the comment at its definition
+LOGIT_ATOL = 1e-3  # test logits are O(1-10); measured differences ~3e-7, one outlier seed ~3e-4
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    """Tiny tensors: on a shared 2-core machine two OpenMP threads mostly wait on each other (5x slower here).
+
+    Both sides of every comparison run under the same setting, so the equivalence checked is unchanged.
+    """
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def _dsa_spec() -> dict:
+    """dsa-mnist@v1's DSA (all five families), unchanged: the digits are 8x8 so crop and cutout are 1 and 4 px."""
+    return get_protocol("dsa-mnist@v1").augmentation.model_dump(mode="json")
+
+
+def _tiny(augmentation: dict | None = None):
+    changes = {"augmentation": augmentation} if augmentation is not None else {}
+    return tiny_protocol("coupled-digits@v1", run_epochs=4, epochs=3, schedule__milestones=[2], seeds=SEEDS, **changes)
+
+
+@pytest.fixture(scope="module")
+def data():
+    protocol = _tiny()
+    dset, test = digits_subset("random", 2, 0), digits_split("test")
+    return (prepare_set(dset, protocol.data, None), dset.labels, prepare_test(test, protocol.data, None), test.labels)
+
+
+_SINGLE: dict = {}  # single-seed nets shared by the parametrized cases (the reference side is the slow one)
+
+
+def _single(protocol, run):
+    key = (protocol.model_dump_json(), run.images.data_ptr(), run.seed)
+    if key not in _SINGLE:
+        _SINGLE[key] = train(protocol, run.images, run.labels, run.seed, 0.01)
+    return _SINGLE[key]
+
+
+def _assert_matches_single(protocol, stacked, runs, test_x, test_y):
+    accs = ms.top1_all(stacked, test_x, test_y, protocol.test_batch_size)
+    for i, run in enumerate(runs):
+        net = _single(protocol, run)
+        assert accs[i] == pytest.approx(top1(net, test_x, test_y, protocol.test_batch_size), abs=ONE_IMAGE)
+        single = net.state_dict()
+        for key, value in stacked.state_dict(i).items():
+            torch.testing.assert_close(value, single[key], rtol=0, atol=WEIGHT_ATOL, msg=f"run {i} {key}")
+        with torch.no_grad():
+            torch.testing.assert_close(stacked.network(i)(test_x), net(test_x), rtol=0, atol=LOGIT_ATOL)
+
+
+@pytest.mark.parametrize("augmentation", [None, _dsa_spec()], ids=["no-aug", "dsa"])
+@pytest.mark.parametrize("channels_last", [True, False], ids=["nhwc", "nchw"])
+def test_each_seed_matches_the_single_seed_loop(data, augmentation, channels_last):
+    protocol = _tiny(augmentation)
+    x, y, test_x, test_y = data
+    stacked = ms.train_seeds(protocol, x, y, SEEDS, 0.01, engine=ms.Engine(channels_last=channels_last))
+    _assert_matches_single(protocol, stacked, [ms.Run(x, y, s) for s in SEEDS], test_x, test_y)
+
+
+def test_runs_on_different_sets_side_by_side(data):
+    """An audit's arms: a set and a random subset of the same shape, even under the same seed, train together."""
+    protocol = _tiny(_dsa_spec())
+    x, y, test_x, test_y = data
+    other = digits_subset("random", 2, 1)
+    runs = [ms.Run(x, y, 0), ms.Run(prepare_set(other, protocol.data, None), other.labels, 0), ms.Run(x, y, 5)]
+    stacked = ms.train_runs(protocol, runs, 0.01)
+    _assert_matches_single(protocol, stacked, runs, test_x, test_y)
+
+
+def test_sets_of_different_shapes_are_refused(data):
+    x, y, _, _ = data
+    with pytest.raises(ConfigError, match="one shape"):
+        ms.train_runs(_tiny(), [ms.Run(x, y, 0), ms.Run(x[:10], y[:10], 1)], 0.01)
+
+
+def test_unstackable_models_are_reported():
+    assert ms.supports(_tiny())
+    assert not ms.supports(tiny_protocol("coupled-digits@v1", model__norm="batchnorm"))
+
+
+def _evaluate(tmp_path, seeds, batch_seeds=True):
+    runtime = api.Runtime(cache_dir=tmp_path, progress=False, batch_seeds=batch_seeds)
+    return api.evaluate(digits_subset("random", 2, 0), _tiny(), digits_split("test"), seeds=seeds, runtime=runtime)
+
+
+def test_evaluate_hook_trains_only_uncached_seeds_and_caches_them(tmp_path, monkeypatch):
+    _evaluate(tmp_path, [2, 0])
+    trained = []
+    real = ms.train_seeds
+
+    def spy(protocol, images, labels, seeds, *args, **kwargs):
+        trained.append(list(seeds))
+        return real(protocol, images, labels, seeds, *args, **kwargs)
+
+    monkeypatch.setattr(ms, "train_seeds", spy)
+    result = _evaluate(tmp_path, [0, 1, 2])
+    assert trained == [[1]]
+    assert result["seeds"] == [0, 1, 2] and [r["cached"] for r in result["per_seed"]] == [True, False, True]
+    assert all(r["precision"] == "fp32" and r["engine"] == ms.ENGINE for r in result["per_seed"])
+    assert result["engine"] == ms.ENGINE
+    assert _evaluate(tmp_path, [0, 1, 2])["top1"] == result["top1"]  # all from the cache now
+
+
+def test_evaluate_hook_matches_the_per_seed_path(tmp_path, monkeypatch):
+    monkeypatch.setattr(ms, "seeds_per_pass", lambda *_: len(SEEDS))  # the CUDA policy: all seeds in one pass
+    batched = _evaluate(tmp_path / "a", SEEDS)
+    single = _evaluate(tmp_path / "b", SEEDS, batch_seeds=False)
+    assert batched["top1"] == pytest.approx(single["top1"], abs=ONE_IMAGE)
+    assert [r["batched_with"] for r in batched["per_seed"]] == [SEEDS] * 3
+
+
+def test_batched_runs_never_stand_in_for_per_seed_runs(tmp_path):
+    """Stacked results differ in float order: a per-seed run recomputes them; a batched run reuses per-seed ones."""
+    batched = _evaluate(tmp_path, [0, 1])
+    assert [r["cached"] for r in batched["per_seed"]] == [False, False]
+    single = _evaluate(tmp_path, [0, 1, 2], batch_seeds=False)
+    assert [r["cached"] for r in single["per_seed"]] == [False, False, False]
+    assert single["engine"] == api.PER_SEED and {r["engine"] for r in single["per_seed"]} == {api.PER_SEED}
+    mixed = _evaluate(tmp_path, [0, 1, 2, 3])
+    assert [(r["cached"], r["engine"]) for r in mixed["per_seed"]] == [
+        (True, api.PER_SEED), (True, api.PER_SEED), (True, api.PER_SEED), (False, ms.ENGINE)]
+    assert mixed["engine"] == ",".join(sorted([api.PER_SEED, ms.ENGINE]))
+
+
+def test_cli_batch_seeds_option_records_the_engine(tmp_path):
+    from typer.testing import CliRunner
+
+    from rd3kit.cli import app
+
+    proto = tmp_path / "tiny.json"
+    proto.write_text(_tiny().model_dump_json())
+    res = CliRunner().invoke(app, ["eval", "embedded:digits/random/ipc2/seed0", "-p", str(proto), "--seeds", "0,1",
+                                   "--batch-seeds", "--no-cache", "--json"])
+    assert res.exit_code == 0, res.output
+    doc = json.loads(res.stdout)
+    assert doc["engine"] == ms.ENGINE and doc["runtime"]["batch_seeds"] is True
+    assert [r["batched_with"] for r in doc["per_seed"]] == [[0], [1]]  # CPU policy: one seed per pass
+
+
+def test_seeds_per_pass_is_one_on_cpu_and_all_seeds_on_cuda():
+    protocol = get_protocol("dc-cifar10@v1")
+    assert ms.seeds_per_pass(protocol, 10, torch.device("cpu")) == 1  # measured slower stacked on this CPU
+    assert ms.seeds_per_pass(protocol, 100, torch.device("cuda")) == len(protocol.seeds)
+
+
+def test_evaluate_hook_chunks_are_cached_as_they_finish(tmp_path, monkeypatch):
+    """On CPU each seed is its own chunk: a crash in the second chunk keeps the first one cached."""
+    real, calls = ms.train_seeds, []
+
+    def crash_on_second(protocol, images, labels, seeds, *args, **kwargs):
+        calls.append(list(seeds))
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(protocol, images, labels, seeds, *args, **kwargs)
+
+    monkeypatch.setattr(ms, "train_seeds", crash_on_second)
+    with pytest.raises(KeyboardInterrupt):
+        _evaluate(tmp_path, [0, 1])
+    assert calls == [[0], [1]] and len(list(tmp_path.glob("*.json"))) == 1
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("compile_", [False, True], ids=["eager", "compiled"])
+def test_cuda_stacked_seeds_match_the_single_seed_loop(data, compile_):
+    """GPU path (channels_last, optional torch.compile): same per-seed equivalence on CUDA. Not run on CPU."""
+    if not torch.cuda.is_available():
+        pytest.skip("needs CUDA")
+    cuda = torch.device("cuda")
+    protocol = _tiny(_dsa_spec())
+    x, y, test_x, test_y = (t.to(cuda) for t in data)
+    engine = ms.Engine(channels_last=True, torch_compile=compile_)
+    stacked = ms.train_seeds(protocol, x, y, SEEDS, 0.01, engine=engine)
+    _assert_matches_single(protocol, stacked, [ms.Run(x, y, s) for s in SEEDS], test_x, test_y)
