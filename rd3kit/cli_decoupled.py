@@ -120,11 +120,30 @@ def _distilled(path: Path, space: Optional[str], select: Optional[int], norm: tu
     return images.contiguous(), dset.labels, info
 
 
+def _image_set(path: Path, space: Optional[str], device: str):
+    """An ImageFolder (plain/zipped) or parquet set: streamed by decode workers when large, else decoded once."""
+    import os
+
+    import torch
+
+    from rd3kit.sources.stream import STREAM_MIN_IMAGES, open_stream, streamed
+
+    if space not in (None, "raw01"):
+        raise ConfigError(f"{path}: image files hold [0,1] pixels (space raw01), not {space!r}")
+    dataset = open_stream(path)
+    info = dataset.describe() | {"space": "raw01"}
+    if len(dataset) > STREAM_MIN_IMAGES:
+        workers = min(8, os.cpu_count() or 1)  # runtime choice: recorded, never changes a number
+        return streamed(dataset, workers, torch.device(device)), dataset.labels, info | {"workers": workers}
+    images = torch.stack([dataset[i] for i in range(len(dataset))]).to(torch.float32).div_(255.0)
+    return images, dataset.labels, info | {"streamed": False}
+
+
 def _check_set(images, labels, proto) -> int:
     import torch
 
     d = proto.data
-    if images.ndim != 4 or tuple(images.shape[1:]) != (d.channels, *d.image_size):
+    if len(images.shape) != 4 or tuple(images.shape[1:]) != (d.channels, *d.image_size):
         raise DataError(f"set images {tuple(images.shape)}: {proto.ref} expects (N, {d.channels}, {d.image_size[0]}, "
                         f"{d.image_size[1]})")
     hard = labels.argmax(dim=1) if labels.ndim == 2 else labels
@@ -214,6 +233,8 @@ def _load_inputs(proto, args: EvalArgs):
         raise ConfigError(f"{proto.ref}: a decoupled protocol needs --test TEST.npz (the real test split)")
     if args.set_path.suffix == ".npz":
         images, labels, set_info = _real_subset(args.set_path, proto, *args.subset)
+    elif args.set_path.is_dir() or args.set_path.suffix.lower() in (".zip", ".parquet"):
+        images, labels, set_info = _image_set(args.set_path, args.space, args.device)
     else:
         norm = (_floats(args.set_norm[0], "--set-mean"), _floats(args.set_norm[1], "--set-std"))
         images, labels, set_info = _distilled(args.set_path, args.space, args.select, norm)
@@ -253,7 +274,8 @@ def run_eval(proto, args: EvalArgs) -> dict:
     report = lambda s, e: typer.echo(f"seed {s} epoch {e.epoch + 1}/{proto.epochs} loss {e.loss:.4f}"
                                      + (f" probe top1 {100 * e.probe_top1:.2f} %" if e.probe_top1 is not None else "")
                                      + f" ({time.perf_counter() - t0:.0f} s)", err=True) if (e.epoch + 1) % 50 == 0 else None
-    rows = run_seeds(proto, images.to(dev), labels.to(dev), net.to(dev) if hasattr(net, "to") else net, test_split,
+    images = images.to(dev) if isinstance(images, torch.Tensor) else images  # a Streamed set carries its device
+    rows = run_seeds(proto, images, labels.to(dev), net.to(dev) if hasattr(net, "to") else net, test_split,
                      _seeds(args.seeds, proto.seeds), report)
     if "fkd" in teacher_info:
         teacher_info["fkd"] = net.describe()  # now with the sha256 of every FKD file the seeds read
@@ -274,7 +296,7 @@ def render(result: dict, out: Optional[Path]) -> None:
 
 
 def eval_decoupled(
-    set_path: Path = typer.Argument(..., metavar="SET", help="Distilled set (.pt) or a real train split (.npz)."),
+    set_path: Path = typer.Argument(..., metavar="SET", help="Distilled set (.pt, ImageFolder dir/.zip, .parquet) or a real train .npz."),
     protocol: str = typer.Option(..., "--protocol", "-p", help="Decoupled protocol id@vN."),
     teacher: Optional[Path] = typer.Option(None, help="Teacher weights (.safetensors or weights-only .pt/.pth); "
                                            "required unless the protocol replays FKD labels."),

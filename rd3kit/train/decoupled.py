@@ -197,7 +197,7 @@ def _check_inputs(protocol: DecoupledProtocol, images: Tensor, labels: Tensor) -
     """Validate shapes; return the images per class."""
     if protocol.soft_labels.source == "stored" and labels.ndim != 2:
         raise ConfigError(f"{protocol.ref} trains on stored soft labels, but the set has hard labels")
-    if images.ndim != 4 or images.shape[0] != labels.shape[0]:
+    if len(images.shape) != 4 or images.shape[0] != labels.shape[0]:
         raise ConfigError(f"images must be (N,C,H,W) with one label each, got {tuple(images.shape)} and "
                           f"{tuple(labels.shape)}")
     hard = labels.argmax(dim=1) if labels.ndim == 2 else labels
@@ -260,9 +260,19 @@ def _step(run: _Run, batch: tuple[Tensor, Tensor], epoch: int, step: int, idx: T
     return loss
 
 
-def train_decoupled(protocol: DecoupledProtocol, images: Tensor, labels: Tensor, teacher: nn.Module | ReplaySource,
+def _batch_images(images, order: Tensor, batch: int):
+    """The epoch's image batches: slices of an in-memory tensor, or a streamed set decoded by its workers."""
+    if isinstance(images, Tensor):
+        return (images[order[s * batch:(s + 1) * batch]] for s in range(math.ceil(len(order) / batch)))
+    return images.batches(order.cpu(), batch)
+
+
+def train_decoupled(protocol: DecoupledProtocol, images, labels: Tensor, teacher: nn.Module | ReplaySource,
                     seed: int, hooks: Hooks = Hooks()) -> RunResult:
     """Train one student on `images` ([0,1], N,C,H,W) and `labels` (hard (N,) or stored logits (N,K)).
+
+    `images` is a tensor, or a streamed set (rd3kit.sources.stream.Streamed: `shape`, `device`, and
+    `batches(order, batch)` yielding what `images[chunk]` would), whose images are decoded per batch by workers.
 
     `teacher` is the teacher network, or for `fkd_replay` protocols the stored FKD labels (a ReplaySource: its
     per-epoch order, augmentation parameters and logits are replayed; nothing is drawn but the student's init).
@@ -284,11 +294,11 @@ def train_decoupled(protocol: DecoupledProtocol, images: Tensor, labels: Tensor,
         student.train()
         order = _epoch_order(run, n, epoch, device)
         losses = []
-        for step in range(steps):
+        for step, x in enumerate(_batch_images(images, order, batch)):
             factor = lr_factor(protocol.schedule, epoch, step, steps, protocol.epochs)
             set_lr(run.optimizer, protocol.optimizer.lr * factor)
             idx = order[step * batch:(step + 1) * batch]
-            losses.append(_step(run, (images[idx], labels[idx]), epoch, step, idx))
+            losses.append(_step(run, (x, labels[idx]), epoch, step, idx))
             if ema is not None:
                 ema_update(ema, student, protocol.ema.rate)
         final = ema if ema is not None else student
