@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-from pathlib import Path
 
 import pytest
 import torch
@@ -200,7 +199,7 @@ def test_stored_soft_labels_and_fkd_replay():
         D.train_decoupled(stored, x, torch.arange(20) % 10, Spy(), 0)
     fkd = tiny_protocol(soft_labels={"source": "fkd_replay", "loss": "kl", "temperature": 20.0,
                                      "t2_factor": False, "ce_weight": None})
-    with pytest.raises(ConfigError, match="fkd_replay"):
+    with pytest.raises(ConfigError, match="fkd_replay' needs the stored FKD labels"):  # replay: tests/test_fkd.py
         D.train_decoupled(fkd, x, torch.arange(20) % 10, Spy(), 0)
 
 

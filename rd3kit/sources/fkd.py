@@ -18,7 +18,6 @@ from __future__ import annotations
 import hashlib
 import io
 import math
-import re
 from pathlib import Path
 
 import numpy as np
