@@ -57,8 +57,10 @@ def eval_cmd(
     space: Optional[str] = typer.Option(None, help="Normalisation space of the set: raw01, normalized or zca."),
     select: Optional[int] = typer.Option(None, help="Which set of a multi-set DC file (e.g. -1 for the last)."),
     idc_factor: Optional[int] = typer.Option(None, help="IDC multi-formation factor to decode (2 for CIFAR)."),
-    test: Optional[Path] = typer.Option(None, help="Test split file (.npz: x uint8 NHWC, y)."),
-    train: Optional[Path] = typer.Option(None, help="Train split file, needed to fit ZCA."),
+    test: Optional[Path] = typer.Option(
+        None, help="Test split: a CIFAR-style .npz (x uint8 NHWC, y); for tinyimagenet a tiny-imagenet-200/ folder, "
+        "an ImageFolder or .parquet (docs/data.md)."),
+    train: Optional[Path] = typer.Option(None, help="Train split in the same forms, needed to fit ZCA."),
     data_root: Optional[Path] = typer.Option(None, help="Folder with torchvision datasets."),
     download: bool = typer.Option(False, help="Allow torchvision to download missing real data."),
     seeds: Optional[str] = typer.Option(None, help="Comma-separated seeds; default: the protocol's list."),
@@ -95,7 +97,7 @@ def eval_cmd(
     cli_decoupled.reject_decoupled_options(proto.ref, dict(zip(cli_decoupled.DECOUPLED_ONLY, (
         teacher, teacher_source, set_mean, set_std, ipc, subset_seed, fkd))))
     dset = load_set_arg(set_paths, space, select, idc_factor)
-    test_split = load_split(proto.data.name, "test", test, data_root, download)
+    test_split = load_split(proto.data.name, proto.data.test_split, test, data_root, download)
     train_split = load_split(proto.data.name, "train", train, data_root, download) if proto.data.zca else None
     runtime = api.Runtime(device=device, cache_dir=None if no_cache else (cache_dir or api.default_cache_dir()),
                           progress=not as_json and sys.stderr.isatty(), batch_seeds=batch_seeds)
