@@ -1,4 +1,5 @@
-"""Stacked multi-seed training: each seed equals the single-seed loop within float order; the evaluate hook."""
+"""Stacked multi-seed training: each seed equals the single-seed loop within float order; the evaluate hook;
+the single-seed CPU test pass in cache-sized chunks gives the logits of the protocol's test batch bitwise."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from rd3kit.errors import ConfigError
 from rd3kit.preprocess import prepare_set, prepare_test
 from rd3kit.protocols import get_protocol
 from rd3kit.train import multiseed as ms
-from rd3kit.train.coupled import top1, train
+from rd3kit.train.coupled import build_seeded, eval_batch, top1, train
 
 SEEDS = [0, 1, 2]
 # One test image of 360. Accuracies are compared exactly on this machine, within one image elsewhere.
@@ -197,3 +198,50 @@ def test_cuda_stacked_seeds_match_the_single_seed_loop(data, compile_):
     engine = ms.Engine(channels_last=True, torch_compile=compile_)
     stacked = ms.train_seeds(protocol, x, y, SEEDS, 0.01, engine=engine)
     _assert_matches_single(protocol, stacked, [ms.Run(x, y, s) for s in SEEDS], test_x, test_y)
+
+
+def test_cpu_test_chunks_give_the_protocol_batch_logits_bitwise():
+    """`top1` runs CIFAR-sized CPU test passes 32 images at a time: same logits, bit for bit, as batch 256."""
+    protocol = get_protocol("dc-cifar10@v1")
+    net = build_seeded(protocol, 7, torch.device("cpu")).eval()
+    x = torch.randn(96, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    chunk = eval_batch(x, protocol.test_batch_size)
+    assert chunk == 32
+    with torch.no_grad():
+        whole = net(x)
+        chunked = torch.cat([net(x[i:i + chunk]) for i in range(0, x.shape[0], chunk)])
+    assert torch.equal(chunked, whole)
+    labels = whole.argmax(dim=1)
+    assert top1(net, x, labels, protocol.test_batch_size) == 1.0
+
+
+def test_eval_batch_caps_only_cpu_passes():
+    x = torch.zeros(1, 3, 64, 64)
+    assert eval_batch(x, 256) == 8 and eval_batch(torch.zeros(1, 1, 8, 8), 256) == 256
+    assert eval_batch(x.to("meta"), 256) == 256
+
+
+@pytest.mark.slow
+def test_real_cifar10_stacked_seeds_match_the_single_seed_loop():
+    """DC CIFAR-10 IPC1 under the released dc-cifar10@v1, seeds 0-2 stacked (the GPU policy) vs one by one.
+
+    Tolerances from the full-length measurement in benchmarks/equivalence-cpu.json (max weight gap 7.3e-4, at
+    most one of 10,000 test predictions): weights within 1e-3, accuracy within 2 test images.
+    """
+    from conftest import shared_file
+
+    from rd3kit.sources.formats import load_local
+    from rd3kit.sources.realdata import load_split
+
+    protocol = get_protocol("dc-cifar10@v1")
+    dset = load_local([shared_file("distilled/dc/res_DC_CIFAR10_ConvNet_1ipc.pt")], "normalized", select=-1)
+    test = load_split("cifar10", "test", shared_file("cifar10/test.npz"), None)
+    x, y = prepare_set(dset, protocol.data, None), dset.labels
+    xt, yt = prepare_test(test, protocol.data, None), test.labels
+    stacked = ms.train_seeds(protocol, x, y, SEEDS, protocol.optimizer.lr)
+    accs = ms.top1_all(stacked, xt, yt, ms.test_batch(protocol, stacked, xt.device))
+    for i, seed in enumerate(SEEDS):
+        net = train(protocol, x, y, seed, protocol.optimizer.lr)
+        assert accs[i] == pytest.approx(top1(net, xt, yt, protocol.test_batch_size), abs=2 / xt.shape[0])
+        for key, value in net.state_dict().items():
+            torch.testing.assert_close(stacked.state_dict(i)[key], value, rtol=0, atol=1e-3, msg=f"seed {seed} {key}")
