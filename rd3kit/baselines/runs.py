@@ -22,7 +22,7 @@ from rd3kit.errors import ConfigError
 
 
 def default_cache() -> Path:
-    return Path(os.environ.get("RD3KIT_HOME", Path.home() / ".rd3kit")) / "forgetting"
+    return Path(os.environ.get("RD3KIT_HOME", Path.home() / ".cache" / "rd3kit")) / "forgetting"
 
 
 def cached_correctness(run: fg.ForgettingRun, train, cache_dir: Path | None) -> tuple[np.ndarray, float, bool]:
