@@ -52,8 +52,8 @@ def forgetting(
     epochs: int = typer.Option(..., help="epochs of the scoring run (no augmentation, constant lr)"),
     seed: int = typer.Option(..., help="seed of the scoring run (model init and batch order)"),
     ipc: str = typer.Option(..., help="comma-separated IPCs to store, e.g. 1,10,50"),
-    cache_dir: Optional[Path] = typer.Option(None, help="where the per-example correctness is cached "
-                                                        "[default $RD3KIT_HOME/forgetting, RD3KIT_HOME defaulting to ~/.cache/rd3kit]"),
+    cache_dir: Optional[Path] = typer.Option(None, help="where the per-example correctness is cached [default "
+                                                        "$RD3KIT_HOME/forgetting; RD3KIT_HOME: ~/.cache/rd3kit]"),
     out_dir: Path = typer.Option(DEFAULT_DIR, help="folder for the selection files"),
     overwrite: bool = typer.Option(False, help="replace different selections already stored"),
 ) -> None:
