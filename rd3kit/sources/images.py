@@ -124,25 +124,31 @@ def load_parquet(path: Path) -> DistilledSet:
 
     A folder's shards are read in name order; when some names start with `train`, only those are read.
     """
-    import pyarrow.parquet as pq
-
     shards = [path] if path.is_file() else sorted(path.rglob("*.parquet"), key=lambda p: p.as_posix())
     train = [p for p in shards if p.name.startswith("train")]
     shards = train or shards
     images, labels = [], []
     for shard in shards:
-        try:
-            table = pq.read_table(shard)
-        except Exception as exc:  # noqa: BLE001 - pyarrow raises ArrowInvalid/OSError for corrupt files
-            raise DataError(f"{shard}: not a readable parquet file ({type(exc).__name__}: {exc})") from None
-        label_col = next((c for c in LABEL_COLUMNS if c in table.column_names), None)
-        if "image" not in table.column_names or label_col is None:
-            raise DataError(f"{shard}: expected columns 'image' and one of {LABEL_COLUMNS}, found {table.column_names}")
-        for i, cell in enumerate(table.column("image").to_pylist()):
+        cells, shard_labels = read_parquet_columns(shard)
+        for i, cell in enumerate(cells):
             images.append(decode_image(cell["bytes"] if isinstance(cell, dict) else cell, f"{shard} row {i}"))
-        labels += table.column(label_col).to_pylist()
+        labels += shard_labels
     files = {str(s): sha256_file(s) for s in shards}
     return _as_set(images, labels, files, str(path))
+
+
+def read_parquet_columns(shard: Path) -> tuple[list, list]:
+    """One shard's `image` cells and labels (from the first of LABEL_COLUMNS present), as Python lists."""
+    import pyarrow.parquet as pq
+
+    try:
+        table = pq.read_table(shard)
+    except Exception as exc:  # noqa: BLE001 - pyarrow raises ArrowInvalid/OSError for corrupt files
+        raise DataError(f"{shard}: not a readable parquet file ({type(exc).__name__}: {exc})") from None
+    label_col = next((c for c in LABEL_COLUMNS if c in table.column_names), None)
+    if "image" not in table.column_names or label_col is None:
+        raise DataError(f"{shard}: expected columns 'image' and one of {LABEL_COLUMNS}, found {table.column_names}")
+    return table.column("image").to_pylist(), table.column(label_col).to_pylist()
 
 
 def write_parquet(dset: DistilledSet, path: Path) -> None:

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from rd3kit.errors import ConfigError, DataError
-from rd3kit.sources.images import LABEL_COLUMNS, decode_image, is_image
+from rd3kit.sources.images import decode_image, is_image, read_parquet_columns
 from rd3kit.sources.realdata import RealSplit, tensor_digest
 
 NUM_CLASSES = 200
@@ -178,7 +178,7 @@ def _from_parquet(source: Path, part: str, num_classes: int, workers: int):
     shards = [source] if source.is_file() else _shards(source, part)
     cells, labels, names = [], [], []
     for shard in shards:
-        image_col, label_col = _read_columns(shard)
+        image_col, label_col = read_parquet_columns(shard)
         for row, cell in enumerate(image_col):
             data = cell.get("bytes") if isinstance(cell, dict) else cell
             path = cell.get("path") if isinstance(cell, dict) else None
@@ -211,19 +211,6 @@ def _shards(folder: Path, part: str) -> list[Path]:
         raise DataError(f"{folder}: no parquet shard for the {part} split (names starting with {'/'.join(prefixes)});"
                         f" found {names}")
     return chosen
-
-
-def _read_columns(shard: Path) -> tuple[list, list]:
-    import pyarrow.parquet as pq
-
-    try:
-        table = pq.read_table(shard)
-    except Exception as exc:  # noqa: BLE001 - pyarrow raises ArrowInvalid/OSError for corrupt files
-        raise DataError(f"{shard}: not a readable parquet file ({type(exc).__name__}: {exc})") from None
-    label_col = next((c for c in LABEL_COLUMNS if c in table.column_names), None)
-    if "image" not in table.column_names or label_col is None:
-        raise DataError(f"{shard}: expected columns 'image' and one of {LABEL_COLUMNS}, found {table.column_names}")
-    return table.column("image").to_pylist(), table.column(label_col).to_pylist()
 
 
 # -- decoding ------------------------------------------------------------------------------------------
