@@ -196,7 +196,7 @@ def train_ddp(protocol: CoupledProtocol, images: torch.Tensor, labels: torch.Ten
     net = _sync_norms(coupled.build_seeded(protocol, rng.init, device), device, group)
     ddp = DistributedDataParallel(net, device_ids=[device] if device.type == "cuda" else None, process_group=group)
     loss_fn = coupled.soft_cross_entropy if protocol.labels.kind == "soft_logits" else F.cross_entropy
-    optimizer = coupled._sgd(net, protocol, lr)
+    optimizer = coupled.sgd(net.parameters(), protocol, lr)
     n, batch = images.shape[0], protocol.batch_size
     with warnings.catch_warnings():
         # A 1-channel first conv gets grads in a stride layout DDP's bucket views do not mirror; DDP copies them
@@ -214,13 +214,7 @@ def train_ddp(protocol: CoupledProtocol, images: torch.Tensor, labels: torch.Ten
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
-            if ep in protocol.schedule.milestones:  # as coupled.train: decay, and DC re-creates SGD
-                lr *= protocol.schedule.gamma
-                if protocol.schedule.reset_optimizer:
-                    optimizer = coupled._sgd(net, protocol, lr)
-                else:
-                    for param_group in optimizer.param_groups:
-                        param_group["lr"] = lr
+            lr, optimizer = coupled.end_epoch(protocol, ep, lr, optimizer, net.parameters())
     return net
 
 

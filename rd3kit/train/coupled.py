@@ -48,9 +48,27 @@ def build_seeded(protocol: CoupledProtocol, seed_init: int, device: torch.device
     return net.to(device)
 
 
-def _sgd(net: torch.nn.Module, protocol: CoupledProtocol, lr: float) -> torch.optim.Optimizer:
+def sgd(params, protocol: CoupledProtocol, lr: float) -> torch.optim.Optimizer:
+    """The protocol's SGD (momentum, weight decay on every parameter) over `params` at `lr`."""
     o = protocol.optimizer
-    return torch.optim.SGD(net.parameters(), lr=lr, momentum=o.momentum, weight_decay=o.weight_decay)
+    return torch.optim.SGD(list(params), lr=lr, momentum=o.momentum, weight_decay=o.weight_decay)
+
+
+def end_epoch(protocol: CoupledProtocol, epoch: int, lr: float, optimizer: torch.optim.Optimizer,
+              params) -> tuple[float, torch.optim.Optimizer]:
+    """Apply the step schedule after `epoch`: (lr, optimizer) for the next epoch.
+
+    At a milestone the lr is multiplied by gamma; DC re-creates SGD there (`reset_optimizer`), dropping the
+    momentum buffers, so the new optimizer is built over `params`.
+    """
+    if epoch not in protocol.schedule.milestones:
+        return lr, optimizer
+    lr *= protocol.schedule.gamma
+    if protocol.schedule.reset_optimizer:
+        return lr, sgd(params, protocol, lr)
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    return lr, optimizer
 
 
 def train(
@@ -66,7 +84,7 @@ def train(
     rng = streams(seed, device)
     net = build_seeded(protocol, rng.init, device)
     loss_fn = soft_cross_entropy if protocol.labels.kind == "soft_logits" else F.cross_entropy
-    optimizer = _sgd(net, protocol, lr)
+    optimizer = sgd(net.parameters(), protocol, lr)
     n, batch = images.shape[0], protocol.batch_size
     for ep in range(protocol.run_epochs):
         net.train()
@@ -78,13 +96,7 @@ def train(
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-        if ep in protocol.schedule.milestones:
-            lr *= protocol.schedule.gamma
-            if protocol.schedule.reset_optimizer:  # DC re-creates SGD, dropping momentum buffers
-                optimizer = _sgd(net, protocol, lr)
-            else:
-                for group in optimizer.param_groups:
-                    group["lr"] = lr
+        lr, optimizer = end_epoch(protocol, ep, lr, optimizer, net.parameters())
         if on_epoch is not None:
             on_epoch(ep)
     return net

@@ -31,7 +31,7 @@ from rd3kit.errors import ConfigError
 from rd3kit.models.convnet import ConvNet
 from rd3kit.protocols.spec import CoupledProtocol
 from rd3kit.train.augment import augment
-from rd3kit.train.coupled import build_seeded, soft_cross_entropy, streams
+from rd3kit.train.coupled import build_seeded, end_epoch, sgd, soft_cross_entropy, streams
 
 # Per-run weights agree with the single-seed loop to this absolute tolerance after the tiny test protocol
 # (4 epochs; weights are O(0.01..1); measured max 5e-5). Not bitwise, and not expected to be: a grouped
@@ -168,12 +168,6 @@ def stack_seeded(protocol: CoupledProtocol, seeds: Sequence[int], device: torch.
     return Stacked(nets[0], params, engine)
 
 
-def _optimizer(stacked: Stacked, protocol: CoupledProtocol, lr: float) -> torch.optim.Optimizer:
-    # The single loop's SGD (momentum, weight decay on every parameter), applied element-wise to stacked tensors.
-    o = protocol.optimizer
-    return torch.optim.SGD(list(stacked.params.values()), lr=lr, momentum=o.momentum, weight_decay=o.weight_decay)
-
-
 def train_runs(
     protocol: CoupledProtocol,
     runs: Sequence[Run],
@@ -192,7 +186,7 @@ def train_runs(
     rngs = [streams(r.seed, device) for r in runs]
     stacked = stack_seeded(protocol, [r.seed for r in runs], device, engine)
     loss_fn = soft_cross_entropy if protocol.labels.kind == "soft_logits" else F.cross_entropy
-    optimizer = _optimizer(stacked, protocol, lr)
+    optimizer = sgd(stacked.params.values(), protocol, lr)  # element-wise: each run's own update
     n, batch = runs[0].images.shape[0], protocol.batch_size
     for ep in range(protocol.run_epochs):
         # Each run's own permutation, drawn once per epoch from its shuffle stream as the single loop does.
@@ -210,13 +204,7 @@ def train_runs(
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-        if ep in protocol.schedule.milestones:
-            lr *= protocol.schedule.gamma
-            if protocol.schedule.reset_optimizer:  # DC re-creates SGD, dropping momentum buffers
-                optimizer = _optimizer(stacked, protocol, lr)
-            else:
-                for group in optimizer.param_groups:
-                    group["lr"] = lr
+        lr, optimizer = end_epoch(protocol, ep, lr, optimizer, stacked.params.values())
         if on_epoch is not None:
             on_epoch(ep)
     return stacked
