@@ -129,12 +129,16 @@ def reference_show(name: str, as_json: bool = typer.Option(False, "--json")) -> 
 @reference_app.command("record")
 @guarded
 def reference_record(
-    result_path: Path = typer.Argument(..., metavar="RESULT.json"),
+    result_paths: List[Path] = typer.Argument(..., metavar="RESULT.json...", help="One record, or several runs of "
+                                               "one setup with disjoint seeds (merged into one entry)."),
     name: str = typer.Option(..., help="Entry name (kebab-case)."),
     method: str = typer.Option(..., help="Method that produced the set, e.g. DC, random."),
     claim: Optional[str] = typer.Option(None, help="Claim entry this reproduces."),
-    tier: str = typer.Option("cpu", help="cpu, gpu or heavy: which `make verify` target reruns it."),
+    tier: Optional[str] = typer.Option(None, help="cpu, gpu or heavy: which `make verify` target reruns it "
+                                       "[default: cpu; heavy for decoupled records]."),
     data_dir: Optional[Path] = typer.Option(None, help="Shared data folder the inputs came from."),
+    teacher: Optional[Path] = typer.Option(None, help="Decoupled records: where the teacher file lives now, under "
+                                           "the data folder or $RD3KIT_HOME (sha256 checked against the record)."),
     command: str = typer.Option("", help="The command that produced the result (default: from the record)."),
     notes: str = typer.Option("", help="Anything a reader of the entry must know (partial seeds, machine load)."),
     replace: bool = typer.Option(False, "--replace"),
@@ -142,14 +146,19 @@ def reference_record(
 ) -> None:
     """Record a result as a reproduction entry; refuses to overwrite without --replace --reason."""
     from rd3kit.record import read_json
-    from rd3kit.reference.record import reproduction_from_result
+    from rd3kit.reference.record import DECOUPLED_SCHEMA, merge_results, reproduction_from_result
     from rd3kit.reference.reproduce import default_data_dir
     from rd3kit.reference.store import save_entry
 
     if replace and not reason:
         raise ConfigError("--replace needs --reason '...' saying why the old numbers are superseded")
-    entry = reproduction_from_result(read_json(result_path), name=name, method=method, claim=claim, tier=tier,
-                                     data_dir=data_dir or default_data_dir(), command=command, notes=notes)
+    results = [read_json(p) for p in result_paths]
+    result = merge_results(results, [str(p) for p in result_paths]) if len(results) > 1 else results[0]
+    # decoupled CPU runs take about an hour per seed: never in the default `make verify` tier
+    tier = tier or ("heavy" if result.get("schema") == DECOUPLED_SCHEMA else "cpu")
+    entry = reproduction_from_result(result, name=name, method=method, claim=claim, tier=tier,
+                                     data_dir=data_dir or default_data_dir(), command=command, notes=notes,
+                                     teacher_file=teacher)
     path = save_entry(entry, replace_reason=reason if replace else None)
     typer.echo(f"recorded {entry.name}: {100 * entry.mean:.2f} +- {100 * entry.std:.2f} % over {len(entry.seeds)} seeds -> {path}")
 
@@ -166,7 +175,7 @@ def reference_verify_all(
     """Rerun every reproduction of the given tiers whose inputs are available; exit 1 if any drifts."""
     from rd3kit import api
     from rd3kit.record import write_json
-    from rd3kit.reference.reproduce import default_data_dir, reproduce
+    from rd3kit.reference.reproduce import default_data_dir, missing_inputs, reproduce
     from rd3kit.reference.store import Reproduction, get_entry, load_all
 
     for name in only or []:
@@ -178,8 +187,9 @@ def reference_verify_all(
     for entry in load_all().values():
         if not isinstance(entry, Reproduction) or entry.tier not in tier or (only and entry.name not in only):
             continue
-        if "shared-data" in (entry.set.source, entry.test.source) and data_dir is None:
-            skipped.append(f"{entry.name} (needs the shared data folder: --data-dir or RD3KIT_DATA)")
+        missing = missing_inputs(entry, data_dir)
+        if missing:
+            skipped.append(f"{entry.name} ({missing})")
             continue
         t0 = time.perf_counter()
         outcome = reproduce(entry, data_dir, runtime)

@@ -1,5 +1,8 @@
 """`reproduce`: fetch an entry's pinned inputs, rerun its protocol with its seeds, verify the numbers.
 
+Coupled entries rerun through `api.evaluate`; decoupled ones (entries with a `teacher`) through the same
+`run_eval` that `rd3kit eval-decoupled` calls, with the teacher found under the data folder or $RD3KIT_HOME.
+
 Must not: accept inputs whose sha256 differs from the entry's pins, or change a protocol: the released
 protocol must hash to the entry's recorded sha256.
 """
@@ -13,7 +16,8 @@ from pathlib import Path
 from rd3kit import api
 from rd3kit.errors import ConfigError, DataError
 from rd3kit.protocols import get_protocol, protocol_hash
-from rd3kit.reference.store import Claim, Entry, Reproduction, SetInput, SplitInput, load_all
+from rd3kit.reference.store import (Claim, Entry, Reproduction, SetInput, SplitInput, TeacherInput, load_all,
+                                    rd3kit_home)
 from rd3kit.reference.verdict import Verdict, verify
 from rd3kit.sources.formats import DistilledSet, sha256_file
 from rd3kit.sources.realdata import RealSplit
@@ -89,16 +93,77 @@ def load_split_input(spec: SplitInput, dataset: str, split: str, data_dir: Path 
     return got
 
 
+def _teacher_root(spec: TeacherInput, data_dir: Path | None) -> Path | None:
+    return data_dir if spec.root == "shared-data" else rd3kit_home()
+
+
+def missing_inputs(entry: Reproduction, data_dir: Path | None) -> str | None:
+    """What an entry needs that is not on this machine (for verify-all to skip it), or None."""
+    if data_dir is None and "shared-data" in (entry.set.source, entry.test.source):
+        return "needs the shared data folder: --data-dir or RD3KIT_DATA"
+    if entry.teacher is not None:
+        root = _teacher_root(entry.teacher, data_dir)
+        where = "the shared data folder" if entry.teacher.root == "shared-data" else "$RD3KIT_HOME"
+        if root is None:
+            return f"needs its teacher {entry.teacher.path} from {where}: --data-dir or RD3KIT_DATA"
+        for rel in filter(None, (entry.teacher.path, entry.teacher.record)):
+            if not (root / rel).is_file():
+                return f"needs its teacher file {root / rel} ({where}; sha256 {entry.teacher.sha256[:12]}...)"
+    return None
+
+
+def _teacher_args(spec: TeacherInput, data_dir: Path | None, entry: str) -> tuple[Path, str]:
+    """The teacher file (sha256 checked) and the --teacher-source to pass, its record re-rooted here."""
+    root = _teacher_root(spec, data_dir)
+    if root is None:
+        raise DataError(f"{entry}: needs its teacher {spec.path} from the shared data folder; pass --data-dir")
+    path = root / spec.path
+    if not path.is_file():
+        raise DataError(f"{entry}: teacher {path} not found (expected the file with sha256 {spec.sha256})")
+    if sha256_file(path) != spec.sha256:
+        raise DataError(f"{path}: sha256 differs from the pin {spec.sha256} in reference entry {entry}; refusing it")
+    if spec.record is None:
+        return path, spec.source
+    return path, f"rd3kit-teacher:{root / spec.record}"
+
+
+def _evaluate_decoupled(entry: Reproduction, protocol, data_dir: Path | None, runtime: api.Runtime) -> dict:
+    from rd3kit.cli_decoupled import EvalArgs, run_eval
+    from rd3kit.reference.record import indices_sha256
+
+    s = entry.set
+    if s.source != "shared-data" or entry.test.source != "shared-data":
+        raise ConfigError(f"{entry.name}: decoupled entries rerun from shared-data files only, got set {s.source}, "
+                          f"test {entry.test.source}")
+    set_path = _shared_file(s.path, s.sha256, data_dir, entry.name)
+    test_path = _shared_file(entry.test.path, entry.test.sha256, data_dir, entry.name)
+    teacher, source = _teacher_args(entry.teacher, data_dir, entry.name)
+    text = lambda v: None if v is None else ",".join(repr(float(x)) for x in v)  # noqa: E731
+    subset = (entry.ipc, s.subset_seed) if s.subset_seed is not None else (None, None)
+    args = EvalArgs(set_path, teacher, source, test_path, space=None if s.subset_seed is not None else s.space,
+                    set_norm=(text(s.set_mean), text(s.set_std)), select=s.select, subset=subset,
+                    seeds=",".join(map(str, entry.seeds)), device=runtime.device)
+    result = run_eval(protocol, args)
+    drawn = result["inputs"]["set"].get("indices")
+    if s.indices_sha256 is not None and (drawn is None or indices_sha256(drawn) != s.indices_sha256):
+        raise DataError(f"{entry.name}: the random subset drawn now differs from the pinned indices "
+                        f"(sha256 {s.indices_sha256[:12]}...)")
+    return result
+
+
 def reproduce(entry: Reproduction, data_dir: Path | None, runtime: api.Runtime) -> Outcome:
     """Rerun one reproduction entry and verify against it and its linked claim."""
     protocol = get_protocol(entry.protocol)
     if protocol_hash(protocol) != entry.protocol_sha256:
         raise ConfigError(f"{entry.name}: {entry.protocol} now hashes to {protocol_hash(protocol)[:12]}, "
                           f"the entry pins {entry.protocol_sha256[:12]}")
-    dset = load_set(entry.set, data_dir, entry.name)
-    test = load_split_input(entry.test, entry.dataset, "test", data_dir, entry.name)
-    train = load_split_input(entry.train, entry.dataset, "train", data_dir, entry.name) if entry.train else None
-    result = api.evaluate(dset, protocol, test, train=train, seeds=entry.seeds, runtime=runtime)
+    if entry.teacher is not None:
+        result = _evaluate_decoupled(entry, protocol, data_dir, runtime)
+    else:
+        dset = load_set(entry.set, data_dir, entry.name)
+        test = load_split_input(entry.test, entry.dataset, "test", data_dir, entry.name)
+        train = load_split_input(entry.train, entry.dataset, "train", data_dir, entry.name) if entry.train else None
+        result = api.evaluate(dset, protocol, test, train=train, seeds=entry.seeds, runtime=runtime)
     verdicts = [verify(result, entry)]
     entries = load_all()
     if entry.claim and entry.claim in entries:

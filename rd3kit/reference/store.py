@@ -25,6 +25,11 @@ def reference_root() -> Path:
     return Path(env) if env else Path(__file__).resolve().parents[2] / "reference"
 
 
+def rd3kit_home() -> Path:
+    """`$RD3KIT_HOME`, else ~/.cache/rd3kit: where a decoupled entry's teacher may live (root "rd3kit-home")."""
+    return Path(os.environ.get("RD3KIT_HOME", Path.home() / ".cache" / "rd3kit"))
+
+
 class Strict(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -73,6 +78,24 @@ class SetInput(Strict):
     space: Literal["raw01", "normalized", "zca"]
     select: int | None = None
     idc_factor: int | None = None
+    # Decoupled runs only (each moves the number): the producer's normalisation undone before training
+    # (--set-mean/--set-std for space "normalized"), and, for a random subset of a real train .npz
+    # (`path`), the subset seed and the sha256 of its drawn indices (json list) as a check on the draw.
+    set_mean: list[float] | None = None
+    set_std: list[float] | None = None
+    subset_seed: int | None = None
+    indices_sha256: str | None = None
+
+
+class TeacherInput(Strict):
+    """A decoupled run's teacher: the file pinned by sha256, found under the shared data folder or $RD3KIT_HOME."""
+
+    root: Literal["shared-data", "rd3kit-home"]
+    path: str
+    sha256: str
+    source: str  # the --teacher-source of the recorded run (hf://..., torchvision:..., rd3kit-teacher:REC.json)
+    record: str | None = None  # rd3kit-teacher: its record, relative to the same root
+    protocol: str | None = None  # rd3kit-teacher: the teacher protocol id@vN it was trained under
 
 
 class SplitInput(Strict):
@@ -95,6 +118,7 @@ class Reproduction(Strict):
     set: SetInput
     test: SplitInput
     train: SplitInput | None = None
+    teacher: TeacherInput | None = None  # set for decoupled-family runs (`rd3kit eval-decoupled`), else None
     seeds: list[int]
     top1: list[float]
     tier: Literal["cpu", "gpu", "heavy"]

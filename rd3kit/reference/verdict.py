@@ -4,7 +4,8 @@ Must not: run anything or read files; it compares a result record with an entry 
 
 Rules, checked in order (each failure names itself in the verdict):
   V1 protocol: the result's protocol sha256 equals the entry's (else: not reproduced, numbers incomparable).
-  V2 inputs (reproductions): the result's set and test sha256 equal the entry's pinned ones.
+  V2 inputs (reproductions): the result's set and test sha256 equal the entry's pinned ones (and, for
+     decoupled entries, the teacher's sha256).
   V3 seeds (reproductions): the result's seeds are exactly the entry's seeds, no duplicates, none missing.
   V4 power: fewer than MIN_SEEDS seeds -> inconclusive (a spread cannot be estimated).
   V5 band: |mean_new - mean_ref| <= band, where
@@ -71,17 +72,30 @@ def _sample_std(values: list[float]) -> float:
     return float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
 
 
+def set_files(result: dict) -> dict[str, str]:
+    """The set's files and sha256: stored sets list them; a decoupled random subset pins its real split."""
+    s = result["inputs"]["set"]
+    if "files" in s:
+        return s["files"]
+    split = s.get("split") or {}
+    return {split["origin"]: split["sha256"]} if "sha256" in split else {}
+
+
 def _structural(result: dict, entry: Entry) -> list[str]:
     problems = []
     if result["protocol"]["sha256"] != entry.protocol_sha256:
         problems.append(f"V1 protocol sha256 {result['protocol']['sha256'][:12]} != entry's {entry.protocol_sha256[:12]} "
                         f"({result['protocol']['ref']} vs {entry.protocol})")
     if isinstance(entry, Reproduction):
-        files = set(result["inputs"]["set"]["files"].values())
+        files = set(set_files(result).values())
         if entry.set.sha256 is not None and entry.set.sha256 not in files:
             problems.append(f"V2 set sha256 {sorted(files)} does not include the entry's {entry.set.sha256[:12]}")
         if result["inputs"]["test"]["sha256"] != entry.test.sha256:
             problems.append(f"V2 test sha256 {result['inputs']['test']['sha256'][:12]} != entry's {entry.test.sha256[:12]}")
+        if entry.teacher is not None:
+            got = (result["inputs"].get("teacher") or {}).get("sha256")
+            if got != entry.teacher.sha256:
+                problems.append(f"V2 teacher sha256 {str(got)[:12]} != entry's {entry.teacher.sha256[:12]}")
         seeds = result["seeds"]
         if len(set(seeds)) != len(seeds):
             problems.append(f"V3 duplicated seeds in result: {seeds}")
@@ -127,7 +141,7 @@ def verify(result: dict, entry: Entry) -> Verdict:
 def candidates(result: dict, entries: dict[str, Entry]) -> list[Entry]:
     """Entries a result can be checked against without being told: reproductions of the same set under the
     same protocol hash, and the claims those reproductions are linked to."""
-    files = set(result["inputs"]["set"]["files"].values())
+    files = set(set_files(result).values())
     repros = [e for e in entries.values() if isinstance(e, Reproduction)
               and e.protocol_sha256 == result["protocol"]["sha256"] and e.set.sha256 in files]
     claims = [entries[r.claim] for r in repros if r.claim and r.claim in entries]
