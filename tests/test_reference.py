@@ -152,3 +152,15 @@ def test_verify_all_only_rejects_unknown_and_claim_names():
     claim = next(n for n, e in ENTRIES.items() if isinstance(e, Claim))
     res = CliRunner().invoke(app, ["reference", "verify-all", "--only", claim])
     assert res.exit_code == 2 and "a claim, not a reproduction" in res.output
+
+
+@pytest.mark.parametrize("name", sorted(n for n, e in ENTRIES.items() if isinstance(e, Reproduction) and e.teacher))
+def test_decoupled_reproduction_pins_a_released_teacher_and_a_decoupled_protocol(name):
+    from rd3kit.protocols import get_protocol
+    from rd3kit.protocols.decoupled import DecoupledProtocol
+
+    entry = ENTRIES[name]
+    assert isinstance(get_protocol(entry.protocol), DecoupledProtocol), f"{name}: teacher on a coupled protocol"
+    assert len(entry.teacher.sha256) == 64 and not entry.teacher.path.startswith("/")
+    if entry.teacher.protocol is not None:
+        assert entry.teacher.protocol in read_lock(), f"{name}: teacher protocol {entry.teacher.protocol} not released"
