@@ -180,8 +180,10 @@ def _run_seed(protocol: CoupledProtocol, prepared, seed: int, lr: float, runtime
     bar.close()
     train_s = time.perf_counter() - t0
     acc = top1(net, x_test, y_test, protocol.test_batch_size)
+    # The thread count is per seed: a cached seed may come from a run with other threads, and CPU convolutions sum
+    # in a thread-count-dependent order (README: the IPC10 seeds moved by up to 0.12 pp between 1 and 2 threads).
     return {"seed": seed, "top1": acc, "train_s": round(train_s, 3), "wall_s": round(time.perf_counter() - t0, 3),
-            "engine": PER_SEED}
+            "engine": PER_SEED, "torch_threads": torch.get_num_threads()}
 
 
 def _batched_engine(runtime: Runtime) -> str:
@@ -218,7 +220,7 @@ def _run_batched(protocol: CoupledProtocol, prepared, pending: list, lr: float, 
         for (seed, cache_path), acc in zip(chunk, accs):
             run = {"seed": seed, "top1": acc, "train_s": round(train_s * share, 3),
                    "wall_s": round((time.perf_counter() - t0) * share, 3), "engine": name, "precision": precision,
-                   "batched_with": seeds}
+                   "torch_threads": torch.get_num_threads(), "batched_with": seeds}
             if cache_path is not None:
                 write_json(cache_path, run)
             runs.append(run | {"cached": False})

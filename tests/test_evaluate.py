@@ -69,6 +69,8 @@ def test_crash_keeps_finished_seeds_and_rerun_finishes(tiny, inputs, tmp_path, m
     result = run(tiny, inputs, tmp_path)
     assert [r["cached"] for r in result["per_seed"]] == [True, True, False]
     assert result["top1"] == run(tiny, inputs)["top1"]  # resumed == uninterrupted
+    # each seed keeps the thread count it ran with (float order depends on it), cached or not
+    assert [r["torch_threads"] for r in result["per_seed"]] == [torch.get_num_threads()] * 3
 
 
 def test_cache_key_changes_with_protocol(tiny, inputs, tmp_path):
