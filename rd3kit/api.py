@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from rd3kit.engines import ENGINES, PER_SEED
 from rd3kit.errors import ConfigError, DataError
 from rd3kit.preprocess import ZCA, prepare_set, prepare_test
 from rd3kit.protocols import canonical_json, get_protocol, protocol_hash
@@ -29,7 +30,6 @@ from rd3kit.sources.realdata import RealSplit
 EVALUATOR_VERSION = 1
 # The reference engine: one network per seed (rd3kit.train.coupled). Its cache key carries no engine field, so
 # keys written before engines were recorded stay valid; every other engine's runs are keyed apart (run_key).
-PER_SEED = "per-seed"
 
 
 def default_cache_dir() -> Path:
@@ -43,12 +43,18 @@ class Runtime:
     device: str = "cpu"
     cache_dir: Path | None = field(default_factory=default_cache_dir)
     progress: bool = True
-    # Multiseed (docs/speed.md): train the uncached seeds stacked (rd3kit.train.multiseed), chunk by chunk, each
-    # chunk cached when it ends, so a crash loses the chunk in flight rather than one seed. Results equal the
-    # per-seed path within float order, not bitwise, so they are cached under their own key and never read by a
-    # per-seed run; a batched run does read per-seed results. Off by default: the per-seed path is the reference.
-    batch_seeds: bool = False
-    torch_compile: bool = False  # torch.compile the stacked forward (CUDA graphs on CUDA); unmeasured on a GPU
+    # How seeds run (docs/speed.md). "per-seed" (default) is the reference: rd3kit.train.coupled, eager.
+    # "compiled": the same loop with the network under torch.compile (rd3kit.train.compiled), compiled once per
+    # process. "multiseed": the uncached seeds stacked (rd3kit.train.multiseed), chunk by chunk, each chunk
+    # cached when it ends, so a crash loses the chunk in flight rather than one seed. The other engines equal
+    # the per-seed path within float order, not bitwise, so they are cached under their own keys and never read
+    # by a per-seed run; they do read per-seed results.
+    engine: str = PER_SEED
+    torch_compile: bool = False  # multiseed only: torch.compile the stacked forward (CUDA graphs on CUDA)
+
+    def __post_init__(self) -> None:
+        if self.engine not in ENGINES:
+            raise ConfigError(f"engine must be one of {', '.join(ENGINES)}, got {self.engine!r}")
 
 
 def check_set(dset: DistilledSet, protocol: CoupledProtocol) -> dict:
@@ -134,10 +140,10 @@ def evaluate(
     phash, device = protocol_hash(protocol), torch.device(runtime.device)
     lr, lr_source = resolve_lr(protocol, dset)
     started = time.perf_counter()
-    engine = _batched_engine(runtime) if runtime.batch_seeds and _stackable(protocol) else PER_SEED
+    engine, trainer = _engine_name(runtime, protocol), None
     per_seed, prepared, pending = [], None, []
     for seed in seeds:
-        # A batched run reuses a per-seed result (the reference) before its own; a per-seed run reads only its own.
+        # Another engine reuses a per-seed result (the reference) before its own; a per-seed run reads only its own.
         keys = dict.fromkeys([run_key(phash, dset, test, train, seed), run_key(phash, dset, test, train, seed, engine)])
         paths = [runtime.cache_dir / f"{key}.json" for key in keys] if runtime.cache_dir else [None]
         hit = next((path for path in paths if path is not None and path.exists()), None)
@@ -147,14 +153,18 @@ def evaluate(
         cache_path = paths[-1]
         if prepared is None:
             prepared = _prepare(dset, protocol, test, train, device)
-        if engine != PER_SEED:  # trained together below
+        if runtime.engine == "multiseed" and engine != PER_SEED:  # trained together below
             pending.append((seed, cache_path))
             continue
-        run = _run_seed(protocol, prepared, seed, lr, runtime)
+        if runtime.engine == "compiled" and trainer is None:
+            from rd3kit.train.compiled import Compiled
+
+            trainer = Compiled(protocol, device)
+        run = _run_seed(protocol, prepared, seed, lr, runtime, trainer) | {"engine": engine}
         if cache_path is not None:
             write_json(cache_path, run)
         per_seed.append(run | {"cached": False})
-    if pending:  # multiseed hook (Runtime.batch_seeds)
+    if pending:  # multiseed hook (Runtime.engine)
         per_seed = sorted(per_seed + _run_batched(protocol, prepared, pending, lr, runtime, engine),
                           key=lambda r: seeds.index(r["seed"]))
     return _record(protocol, phash, dset, test, train, summary, per_seed, (lr, lr_source), runtime,
@@ -170,27 +180,38 @@ def _prepare(dset, protocol, test, train, device):
     return x_set, y_set, prepare_test(test, protocol.data, zca).to(device), test.labels.to(device)
 
 
-def _run_seed(protocol: CoupledProtocol, prepared, seed: int, lr: float, runtime: Runtime) -> dict:
+def _run_seed(protocol: CoupledProtocol, prepared, seed: int, lr: float, runtime: Runtime, trainer=None) -> dict:
+    """One seed, eager (`coupled`) or through `trainer` (a `compiled.Compiled`)."""
     from rd3kit.train.coupled import top1, train
 
     x_set, y_set, x_test, y_test = prepared
     t0 = time.perf_counter()
     bar = tqdm(total=protocol.run_epochs, desc=f"seed {seed}", unit="ep", leave=False, disable=not runtime.progress)
-    net = train(protocol, x_set, y_set, seed, lr, on_epoch=lambda _ep: bar.update())
+    if trainer is None:
+        net = train(protocol, x_set, y_set, seed, lr, on_epoch=lambda _ep: bar.update())
+    else:  # the first seed of a process includes the compile (cached on disk by Inductor for later processes)
+        net = trainer.train(x_set, y_set, seed, lr, on_epoch=lambda _ep: bar.update())
     bar.close()
     train_s = time.perf_counter() - t0
-    acc = top1(net, x_test, y_test, protocol.test_batch_size)
+    acc = top1(net, x_test, y_test, protocol.test_batch_size) if trainer is None else \
+        trainer.top1(x_test, y_test, protocol.test_batch_size)
     # The thread count is per seed: a cached seed may come from a run with other threads, and CPU convolutions sum
     # in a thread-count-dependent order (README: the IPC10 seeds moved by up to 0.12 pp between 1 and 2 threads).
     return {"seed": seed, "top1": acc, "train_s": round(train_s, 3), "wall_s": round(time.perf_counter() - t0, 3),
-            "engine": PER_SEED, "torch_threads": torch.get_num_threads()}
+            "torch_threads": torch.get_num_threads()}
 
 
-def _batched_engine(runtime: Runtime) -> str:
-    """The engine name of `Runtime.batch_seeds` runs: part of their cache key and recorded with each seed."""
-    from rd3kit.train.multiseed import ENGINE
+def _engine_name(runtime: Runtime, protocol: CoupledProtocol) -> str:
+    """The engine that will compute the seeds: part of their cache key and recorded with each seed."""
+    if runtime.engine == "compiled":
+        from rd3kit.train.compiled import ENGINE
 
-    return ENGINE + ("+compile" if runtime.torch_compile else "")
+        return ENGINE
+    if runtime.engine == "multiseed" and _stackable(protocol):  # else its seeds run one by one, per-seed
+        from rd3kit.train.multiseed import ENGINE
+
+        return ENGINE + ("+compile" if runtime.torch_compile else "")
+    return PER_SEED
 
 
 def _stackable(protocol: CoupledProtocol) -> bool:
@@ -251,6 +272,6 @@ def _record(protocol, phash, dset, test, train, summary, per_seed, lr_info, runt
         "engine": ",".join(sorted({r.get("engine", "unrecorded") for r in per_seed})),
         "environment": environment(runtime.device),
         "runtime": {"device": runtime.device, "cache_dir": str(runtime.cache_dir) if runtime.cache_dir else None,
-                    "batch_seeds": runtime.batch_seeds, "torch_compile": runtime.torch_compile},
+                    "engine": runtime.engine, "torch_compile": runtime.torch_compile},
         "wall_s": round(wall_s, 3),
     }

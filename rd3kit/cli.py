@@ -13,7 +13,8 @@ from typing import List, Optional
 
 import typer
 
-from rd3kit.cli_common import command_line, emit_json, guarded, load_set_arg, parse_seeds, render_result
+from rd3kit.cli_common import command_line, emit_json, engine_option, guarded, load_set_arg, parse_seeds, render_result
+from rd3kit.errors import ConfigError
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="Reproducibility kit for dataset distillation.")
 protocol_app = typer.Typer(no_args_is_help=True, help="Frozen, versioned evaluation protocols.")
@@ -69,8 +70,8 @@ def eval_cmd(
     cache_dir: Optional[Path] = typer.Option(None, help="Per-seed run cache (default $RD3KIT_HOME/runs)."),
     no_cache: bool = typer.Option(False, help="Do not read or write the per-seed cache."),
     as_json: bool = typer.Option(False, "--json", help="Print the result record as JSON."),
-    batch_seeds: bool = typer.Option(False, help="Coupled only: train seeds stacked (docs/speed.md); equal to the "
-                                     "per-seed reference within float order, cached and recorded apart."),
+    engine: str = engine_option(),
+    batch_seeds: bool = typer.Option(False, help="Coupled only: the same as --engine multiseed (seeds stacked)."),
     teacher: Optional[Path] = typer.Option(None, help="Decoupled protocols only: teacher weights file."),
     teacher_source: Optional[str] = typer.Option(None, help="Decoupled only: hf://..., torchvision:..., rd3kit-teacher:REC.json"),
     set_mean: Optional[str] = typer.Option(None, help="Decoupled only: producer's mean for --space normalized."),
@@ -89,18 +90,22 @@ def eval_cmd(
     if proto.family != "coupled":  # decoupled protocols: same options, the decoupled pipeline (cli_decoupled)
         cli_decoupled.reject_coupled_options(proto.ref, {"--idc-factor": idc_factor, "--train": train,
                                                          "--data-root": data_root, "--cache-dir": cache_dir,
-                                                         "--batch-seeds": batch_seeds or None})
+                                                         "--batch-seeds": batch_seeds or None,
+                                                         "--engine": None if engine == "per-seed" else engine})
         args = cli_decoupled.EvalArgs(cli_decoupled.single_set(set_paths), teacher, teacher_source, test, space,
                                       (set_mean, set_std), select, (ipc, subset_seed), seeds, device, out, fkd)
         result = cli_decoupled.run_eval(proto, args)
         return emit_json(result) if as_json else cli_decoupled.render(result, out)
     cli_decoupled.reject_decoupled_options(proto.ref, dict(zip(cli_decoupled.DECOUPLED_ONLY, (
         teacher, teacher_source, set_mean, set_std, ipc, subset_seed, fkd))))
+    if batch_seeds and engine not in ("per-seed", "multiseed"):
+        raise ConfigError(f"--batch-seeds is --engine multiseed; it contradicts --engine {engine}")
     dset = load_set_arg(set_paths, space, select, idc_factor)
     test_split = load_split(proto.data.name, proto.data.test_split, test, data_root, download)
     train_split = load_split(proto.data.name, "train", train, data_root, download) if proto.data.zca else None
     runtime = api.Runtime(device=device, cache_dir=None if no_cache else (cache_dir or api.default_cache_dir()),
-                          progress=not as_json and sys.stderr.isatty(), batch_seeds=batch_seeds)
+                          progress=not as_json and sys.stderr.isatty(),
+                          engine="multiseed" if batch_seeds else engine)
     result = api.evaluate(dset, proto, test_split, train=train_split, seeds=parse_seeds(seeds), runtime=runtime)
     result["command"] = command_line(sys.argv[1:])
     if out is not None:

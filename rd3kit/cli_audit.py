@@ -9,6 +9,7 @@ from typing import List, Optional
 
 import typer
 
+from rd3kit.cli_common import engine_option
 from rd3kit.errors import ConfigError, RD3Error
 
 
@@ -48,6 +49,7 @@ def audit_cmd(
     w: Optional[float] = typer.Option(None, help="Ad-hoc only: LRS weight of IOR (default 0.5, DD-Ranking's)."),
     g: Optional[float] = typer.Option(None, help="Ad-hoc only: ARS weight of the with-aug gain (default 0.5)."),
     device: str = typer.Option("cpu", help="cpu or cuda[:N]."),
+    engine: str = engine_option(),
     cache_dir: Optional[Path] = typer.Option(None, help="Per-seed run cache (default $RD3KIT_HOME/runs)."),
     no_cache: bool = typer.Option(False, help="Do not read or write the per-seed cache."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Write the audit record here."),
@@ -112,7 +114,8 @@ def _run(o: dict) -> dict:
     train_split = load_split(proto.data.name, "train", o["train"], None)
     test_split = load_split(proto.data.name, "test", o["test"], None)
     cache = None if o["no_cache"] else (o["cache_dir"] or api.default_cache_dir())
-    runtime = api.Runtime(device=o["device"], cache_dir=cache, progress=not o["as_json"] and sys.stderr.isatty())
+    runtime = api.Runtime(device=o["device"], cache_dir=cache, progress=not o["as_json"] and sys.stderr.isatty(),
+                          engine=o["engine"])
     return audit(dset, proto, test_split, train_split, spec, runtime)
 
 

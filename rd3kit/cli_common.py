@@ -14,7 +14,19 @@ from typing import Callable, List, Optional
 import click
 import typer
 
+from rd3kit import engines
 from rd3kit.errors import RD3Error, redact
+
+
+def engine_option() -> str:
+    """`--engine`, shared by the commands that train coupled seeds."""
+    return typer.Option(engines.PER_SEED, "--engine", callback=_check_engine, help=engines.HELP)
+
+
+def _check_engine(value: str) -> str:
+    if value not in engines.ENGINES:
+        raise typer.BadParameter(f"expected one of {', '.join(engines.ENGINES)}, got {value!r}")
+    return value
 
 
 # Exit codes 0-3 are rd3kit's documented outcomes (README); 4 says the command crashed on a bug.

@@ -12,7 +12,7 @@ from typing import List, Optional
 
 import typer
 
-from rd3kit.cli_common import emit_json, guarded
+from rd3kit.cli_common import emit_json, engine_option, guarded
 from rd3kit.errors import ConfigError
 
 reference_app = typer.Typer(no_args_is_help=True, help="Reference accuracies: papers' claims and the kit's reproductions.")
@@ -57,6 +57,7 @@ def reproduce_cmd(
     out: Optional[Path] = typer.Option(None, help="Folder for result records (default ./results)."),
     use_cache: bool = typer.Option(False, "--use-cache", help="Reuse cached per-seed runs (default: rerun everything)."),
     as_json: bool = typer.Option(False, "--json"),
+    engine: str = engine_option(),
 ) -> None:
     """Rerun reference entries from pinned inputs and verify them; with no ENTRY, the embedded default."""
     from rd3kit import api
@@ -66,7 +67,7 @@ def reproduce_cmd(
     names = list(entries or DEFAULT_ENTRIES)
     targets = [r for n in names for r in reproductions_for(n)]
     runtime = api.Runtime(device=device, cache_dir=api.default_cache_dir() if use_cache else None,
-                          progress=not as_json and sys.stderr.isatty())
+                          progress=not as_json and sys.stderr.isatty(), engine=engine)
     out = out or Path("results")
     report, ok = [], True
     for entry in targets:
@@ -171,6 +172,7 @@ def reference_verify_all(
     device: str = typer.Option("cpu"),
     out: Path = typer.Option(Path("results/verify")),
     only: Optional[List[str]] = typer.Option(None, "--only", help="Rerun just these entries (repeatable)."),
+    engine: str = engine_option(),
 ) -> None:
     """Rerun every reproduction of the given tiers whose inputs are available; exit 1 if any drifts."""
     from rd3kit import api
@@ -182,7 +184,7 @@ def reference_verify_all(
         if not isinstance(get_entry(name), Reproduction):  # get_entry names near misses for unknown names
             raise ConfigError(f"--only {name}: a claim, not a reproduction; `rd3kit reproduce {name}` reruns its reproductions")
     data_dir = data_dir or default_data_dir()
-    runtime = api.Runtime(device=device, cache_dir=None, progress=sys.stderr.isatty())
+    runtime = api.Runtime(device=device, cache_dir=None, progress=sys.stderr.isatty(), engine=engine)
     failed, ran, skipped = [], 0, []
     for entry in load_all().values():
         if not isinstance(entry, Reproduction) or entry.tier not in tier or (only and entry.name not in only):

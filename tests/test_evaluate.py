@@ -55,11 +55,11 @@ def test_crash_keeps_finished_seeds_and_rerun_finishes(tiny, inputs, tmp_path, m
     calls = []
     real = api._run_seed
 
-    def crashing(protocol, prepared, seed, lr, runtime):
+    def crashing(protocol, prepared, seed, lr, runtime, trainer=None):
         if seed == 2:
             raise KeyboardInterrupt
         calls.append(seed)
-        return real(protocol, prepared, seed, lr, runtime)
+        return real(protocol, prepared, seed, lr, runtime, trainer)
 
     monkeypatch.setattr(api, "_run_seed", crashing)
     with pytest.raises(KeyboardInterrupt):

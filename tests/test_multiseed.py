@@ -106,7 +106,7 @@ def test_unstackable_models_are_reported():
 
 
 def _evaluate(tmp_path, seeds, batch_seeds=True):
-    runtime = api.Runtime(cache_dir=tmp_path, progress=False, batch_seeds=batch_seeds)
+    runtime = api.Runtime(cache_dir=tmp_path, progress=False, engine="multiseed" if batch_seeds else "per-seed")
     return api.evaluate(digits_subset("random", 2, 0), _tiny(), digits_split("test"), seeds=seeds, runtime=runtime)
 
 
@@ -160,7 +160,7 @@ def test_cli_batch_seeds_option_records_the_engine(tmp_path):
                                    "--batch-seeds", "--no-cache", "--json"])
     assert res.exit_code == 0, res.output
     doc = json.loads(res.stdout)
-    assert doc["engine"] == ms.ENGINE and doc["runtime"]["batch_seeds"] is True
+    assert doc["engine"] == ms.ENGINE and doc["runtime"]["engine"] == "multiseed"
     assert [r["batched_with"] for r in doc["per_seed"]] == [[0], [1]]  # CPU policy: one seed per pass
 
 

@@ -80,9 +80,25 @@ def train(
     on_epoch: Callable[[int], None] | None = None,
 ) -> torch.nn.Module:
     """Train one network on (images, labels) under `protocol`; returns it after the last epoch."""
+    rng = streams(seed, images.device)
+    net = build_seeded(protocol, rng.init, images.device)
+    fit(protocol, net, net, images, labels, rng, lr, on_epoch)
+    return net
+
+
+def fit(
+    protocol: CoupledProtocol,
+    net: torch.nn.Module,
+    forward: Callable[[torch.Tensor], torch.Tensor],
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    rng: SeedStreams,
+    lr: float,
+    on_epoch: Callable[[int], None] | None = None,
+) -> None:
+    """The training loop on `net`'s parameters, computing logits with `forward` (`net` itself, or a compiled
+    wrapper of it: rd3kit.train.compiled); batch order and augmentation draw from `rng`."""
     device = images.device
-    rng = streams(seed, device)
-    net = build_seeded(protocol, rng.init, device)
     loss_fn = soft_cross_entropy if protocol.labels.kind == "soft_logits" else F.cross_entropy
     optimizer = sgd(net.parameters(), protocol, lr)
     n, batch = images.shape[0], protocol.batch_size
@@ -92,14 +108,13 @@ def train(
         for start in range(0, n, batch):
             idx = order[start:start + batch]
             x = augment(images[idx], protocol.augmentation, rng.aug)
-            loss = loss_fn(net(x), labels[idx])
+            loss = loss_fn(forward(x), labels[idx])
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
         lr, optimizer = end_epoch(protocol, ep, lr, optimizer, net.parameters())
         if on_epoch is not None:
             on_epoch(ep)
-    return net
 
 
 # Images per forward of the CPU test pass, per 32x32 of input: a first activation of ~2**22 elements (16 MiB for
@@ -119,11 +134,13 @@ def eval_batch(images: torch.Tensor, batch: int) -> int:
 
 
 @torch.inference_mode()
-def top1(net: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, batch: int) -> float:
-    """Top-1 accuracy as a fraction, in eval mode, no augmentation."""
+def top1(net: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, batch: int,
+         forward: Callable[[torch.Tensor], torch.Tensor] | None = None) -> float:
+    """Top-1 accuracy as a fraction, in eval mode, no augmentation; logits from `forward` (default `net`)."""
     net.eval()
+    forward = net if forward is None else forward
     correct, batch = 0, eval_batch(images, batch)
     for start in range(0, images.shape[0], batch):
-        pred = net(images[start:start + batch]).argmax(dim=1)
+        pred = forward(images[start:start + batch]).argmax(dim=1)
         correct += int((pred == labels[start:start + batch]).sum())
     return correct / images.shape[0]
