@@ -32,6 +32,7 @@ from rd3kit.protocols import get_protocol, parse_protocol
 from rd3kit.sources.formats import load_local
 from rd3kit.sources.realdata import load_split
 from rd3kit.train import multiseed as ms
+from rd3kit.train.compiled import Compiled
 from rd3kit.train.coupled import build_seeded, streams, top1, train
 
 DATA = Path("/work/shared/data")
@@ -115,7 +116,20 @@ def variant_multi(protocol, x, y, xt, yt, seeds, size=None):
     return t1 - t0, time.perf_counter() - t1, accs
 
 
-VARIANTS = {"dc_loop": variant_dc, "rd3kit_single": variant_single, "rd3kit_multiseed": variant_multi}
+def variant_compiled(protocol, x, y, xt, yt, seeds):
+    """`--engine compiled`: a new Compiled per call, as each evaluation makes one (compile costs: see bench_ipc)."""
+    trainer, train_s, test_s, accs = Compiled(protocol, x.device), 0.0, 0.0, []
+    for s in seeds:  # one held network: each seed is tested before the next one trains
+        t0 = time.perf_counter()
+        trainer.train(x, y, s, protocol.optimizer.lr)
+        t1 = time.perf_counter()
+        accs.append(trainer.top1(xt, yt, protocol.test_batch_size))
+        train_s, test_s = train_s + t1 - t0, test_s + time.perf_counter() - t1
+    return train_s, test_s, accs
+
+
+VARIANTS = {"dc_loop": variant_dc, "rd3kit_single": variant_single, "rd3kit_multiseed": variant_multi,
+            "rd3kit_compiled": variant_compiled}
 
 
 # -------------------------------------------------------------------------------------------- floor and machine
@@ -177,12 +191,14 @@ def bench_ipc(ipc: int, args) -> dict:
     seeds = list(range(args.seeds))
     step_flops, test_flops = model_flops(protocol, min(x.shape[0], protocol.batch_size))
     steps = -(-x.shape[0] // protocol.batch_size) * protocol.run_epochs
-    warm = short_protocol(2)
-    for fn in VARIANTS.values():  # one-time costs (oneDNN primitives, allocator) stay out of the timings
+    warm, one_time = short_protocol(2), {}
+    for name, fn in VARIANTS.items():  # one-time costs (oneDNN primitives, allocator, compiling) stay out
+        t0 = time.perf_counter()
         fn(warm, x, y, xt[:64], yt[:64], seeds[:2])
+        one_time[name] = time.perf_counter() - t0
     names, times, accs, mm = list(VARIANTS), {k: [] for k in VARIANTS}, {}, [matmul_gflops()]
     for rep in range(args.reps):
-        for name in names[rep % 3:] + names[:rep % 3]:  # rotate the order each repetition
+        for name in names[rep % len(names):] + names[:rep % len(names)]:  # rotate the order each repetition
             train_s, test_s, acc = VARIANTS[name](protocol, x, y, xt, yt, seeds)
             mm.append(matmul_gflops())  # the rate right after this variant: its own floor, under the same load
             times[name].append({"train_s": train_s, "test_s": test_s, "matmul_gflops_after": mm[-1],
@@ -197,7 +213,10 @@ def bench_ipc(ipc: int, args) -> dict:
            "steps_per_seed": steps,
            "seeds": args.seeds, "test_images": args.test_images, "step_gflop": step_flops / 1e9,
            "test_gflop_per_image": test_flops / 1e9, "matmul_gflops": {"median": rate, "max": max(mm), "all": mm},
-           "floor_s": floor_s, "variants": {}}
+           "floor_s": floor_s, "variants": {},
+           # The warm-up call per variant (2 epochs, 64 test images, 2 seeds): for rd3kit_compiled it holds the
+           # process's compile, from an empty Inductor cache when the run started with one (inductor_cache).
+           "warmup_s": one_time, "inductor_cache": args.inductor_cache_state}
     for name in names:
         tr = statistics.median(t["train_s"] for t in times[name])
         te = statistics.median(t["test_s"] for t in times[name])
@@ -331,6 +350,14 @@ def render(doc: dict) -> str:
                          f"| {v['time_over_floor']:.2f} ({v.get('time_over_own_floor_median', float('nan')):.2f}) "
                          f"| {statistics.median(ratios):.2f} [{per_rep}] "
                          f"| {v['per_epoch_per_seed_s']:.3f} | {v['per_test_image_per_seed_ms']:.2f} | {accs} |")
+        if "warmup_s" in r:
+            cache = r.get("inductor_cache") or {}
+            state = ("an Inductor cache that was empty when this benchmark process started (a later setting "
+                     "finds the graphs an earlier one compiled)") if cache.get("empty_at_start") else \
+                "a warm (or unrecorded) Inductor cache"
+            lines += ["", "Warm-up call per variant, not in the times above (2 epochs, 64 test images, 2 seeds; "
+                      f"rd3kit_compiled's holds this process's compile, from {state}): "
+                      + ", ".join(f"{k} {v:.1f} s" for k, v in r["warmup_s"].items()) + "."]
         lines += ["", *extrapolate(r), ""]
     return "\n".join(lines)
 
@@ -370,6 +397,8 @@ def main() -> None:
         return
     if args.threads is not None:
         torch.set_num_threads(args.threads)
+    cache = os.environ.get("TORCHINDUCTOR_CACHE_DIR")
+    args.inductor_cache_state = {"dir": cache, "empty_at_start": not (cache and Path(cache).exists() and any(Path(cache).iterdir()))}
     started, load_before = time.time(), os.getloadavg()
     mode = equivalence if args.equivalence else scaling if args.scaling else step_compare if args.steps else bench_ipc
     results = [mode(ipc, args) for ipc in args.ipc]

@@ -81,7 +81,7 @@ def eval_cmd(
     fkd: Optional[Path] = typer.Option(None, help="Decoupled fkd_replay only: FKD label dir (epoch_E/batch_B.tar)."),
 ) -> None:
     """Evaluate a distilled set under a frozen protocol over seeds; reports final-epoch top-1."""
-    from rd3kit import api, cli_decoupled
+    from rd3kit import api, api_decoupled, cli_decoupled
     from rd3kit.protocols import get_protocol
     from rd3kit.record import write_json
     from rd3kit.sources.realdata import load_split
@@ -92,9 +92,9 @@ def eval_cmd(
                                                          "--data-root": data_root, "--cache-dir": cache_dir,
                                                          "--batch-seeds": batch_seeds or None,
                                                          "--engine": None if engine == "per-seed" else engine})
-        args = cli_decoupled.EvalArgs(cli_decoupled.single_set(set_paths), teacher, teacher_source, test, space,
+        args = api_decoupled.EvalArgs(cli_decoupled.single_set(set_paths), teacher, teacher_source, test, space,
                                       (set_mean, set_std), select, (ipc, subset_seed), seeds, device, out, fkd)
-        result = cli_decoupled.run_eval(proto, args)
+        result = api_decoupled.run_eval(proto, args, progress=cli_decoupled.echo_progress)
         return emit_json(result) if as_json else cli_decoupled.render(result, out)
     cli_decoupled.reject_decoupled_options(proto.ref, dict(zip(cli_decoupled.DECOUPLED_ONLY, (
         teacher, teacher_source, set_mean, set_std, ipc, subset_seed, fkd))))

@@ -86,6 +86,22 @@ def test_the_graph_is_traced_once_for_every_seed():
     assert counters["stats"].get("unique_graphs", 0) == before.get("unique_graphs", 0)
 
 
+def test_a_partial_last_test_chunk_is_filled_up_not_compiled_anew():
+    from torch._dynamo.utils import counters
+
+    protocol = _tiny()
+    x, y, xt, yt = _inputs(protocol)
+    trainer = Compiled(protocol, torch.device("cpu"))
+    net = trainer.train(x, y, 0, protocol.optimizer.lr)
+    trainer.top1(xt[:200], yt[:200], 100)  # compiles the eval graph for chunks of 100
+    before = counters["stats"].get("unique_graphs", 0)
+    for n in (360, 250, 101):  # last chunks of 60, 50, 1 rows
+        acc = trainer.top1(xt[:n], yt[:n], 100)
+        eager = coupled.top1(net, xt[:n], yt[:n], n)
+        assert acc == pytest.approx(eager, abs=1 / n), n
+    assert counters["stats"].get("unique_graphs", 0) == before
+
+
 def _evaluate(tmp_path, seeds, engine):
     runtime = api.Runtime(cache_dir=tmp_path, progress=False, engine=engine)
     return api.evaluate(digits_subset("random", 2, 0), _tiny(), digits_split("test"), seeds=seeds, runtime=runtime)

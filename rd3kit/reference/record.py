@@ -10,10 +10,9 @@ import hashlib
 import json
 from pathlib import Path
 
+from rd3kit.api_decoupled import RESULT_SCHEMA as DECOUPLED_SCHEMA
 from rd3kit.errors import ConfigError, DataError
 from rd3kit.reference.store import Reproduction, SetInput, SplitInput, TeacherInput, rd3kit_home
-
-DECOUPLED_SCHEMA = "rd3kit.decoupled-result/v1"  # rd3kit.cli_decoupled.RESULT_SCHEMA, not imported: no typer here
 
 
 def need(doc: dict, dotted: str, where: str = "result record"):

@@ -128,7 +128,7 @@ def _teacher_args(spec: TeacherInput, data_dir: Path | None, entry: str) -> tupl
 
 
 def _evaluate_decoupled(entry: Reproduction, protocol, data_dir: Path | None, runtime: api.Runtime) -> dict:
-    from rd3kit.cli_decoupled import EvalArgs, run_eval
+    from rd3kit.api_decoupled import EvalArgs, run_eval
     from rd3kit.reference.record import indices_sha256
 
     s = entry.set
