@@ -124,6 +124,15 @@ def test_unknown_engine_is_a_config_error():
         api.Runtime(engine="fast")
 
 
+def test_no_compiler_is_a_config_error_naming_the_fix(monkeypatch):
+    import shutil
+
+    monkeypatch.delenv("CXX", raising=False)
+    monkeypatch.setattr(shutil, "which", lambda _name: None)
+    with pytest.raises(ConfigError, match="needs a C/C\\+\\+ compiler on PATH.*--engine per-seed"):
+        Compiled(_tiny(), torch.device("cpu"))
+
+
 def test_cli_engine_option(tmp_path):
     from typer.testing import CliRunner
 

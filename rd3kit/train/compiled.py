@@ -15,11 +15,14 @@ Must not: read or write files beyond Inductor's own cache, print, or touch globa
 
 from __future__ import annotations
 
+import os
+import shutil
 from typing import Callable
 
 import torch
 import torch._dynamo
 
+from rd3kit.errors import ConfigError
 from rd3kit.protocols.spec import CoupledProtocol
 from rd3kit.train import coupled
 
@@ -30,10 +33,24 @@ ENGINE = "compiled-v1"
 RECOMPILE_LIMIT = 64
 
 
+def compiler() -> str | None:
+    """The C/C++ compiler Inductor will build kernels with ($CXX, else the first of g++, c++, clang++), or None.
+
+    Inductor writes C++ for CPU kernels, and Triton builds a C launcher for CUDA ones: either way a compiler must
+    be on PATH. CUDA "runtime" container images ship none.
+    """
+    names = [os.environ["CXX"]] if os.environ.get("CXX") else ["g++", "c++", "clang++"]
+    return next((found for found in map(shutil.which, names) if found), None)
+
+
 class Compiled:
     """A protocol's network under `torch.compile`, trained seed after seed in place."""
 
     def __init__(self, protocol: CoupledProtocol, device: torch.device) -> None:
+        if compiler() is None:
+            raise ConfigError("--engine compiled: torch.compile needs a C/C++ compiler on PATH (g++, c++ or clang++, "
+                              "or $CXX) to build its kernels, and none was found; install one (e.g. apt-get install "
+                              "g++) or use --engine per-seed")
         self.protocol, self.device = protocol, device
         self.net = coupled.build_seeded(protocol, 0, device)
         self.forward = torch.compile(self.net, dynamic=False)
