@@ -160,7 +160,7 @@ def _arm(records: list[dict], key: str, ctx: _Ctx, inputs: list[str]) -> dict:
     return {"protocol": key, "protocol_sha256": protocol_hash(ctx.protocols[key]), "inputs": inputs,
             "seeds": [r["seed"] for r in per_seed], "top1": top1, "mean": float(np.mean(top1)),
             "std": float(np.std(top1)), "cached": sum(bool(r.get("cached")) for r in per_seed),
-            "lr": records[0]["lr"]}
+            "lr": records[0]["lr"], "engine": ",".join(sorted({r.get("engine", "unrecorded") for r in per_seed}))}
 
 
 def _set_arm(ctx: _Ctx, dset: DistilledSet, key: str) -> dict:

@@ -133,6 +133,19 @@ def _claim(root: Path, protocol_file: Path) -> None:
     (root / "claims" / "digits-full-test.json").write_text(json.dumps(claim))
 
 
+def test_audit_arms_run_on_the_chosen_engine_and_record_it(splits, tmp_path):
+    from rd3kit.train.compiled import ENGINE
+
+    spec = au.AuditSpec(w=0.5, g=0.5, seeds=(0,), baselines=())
+    dset, proto = digits_subset("random", 1, 3), _tiny(augment=False)
+    compiled = au.audit(dset, proto, splits[1], splits[0], spec,
+                        api.Runtime(cache_dir=tmp_path / "c", progress=False, engine="compiled"))
+    eager = au.audit(dset, proto, splits[1], splits[0], spec, api.Runtime(cache_dir=tmp_path / "e", progress=False))
+    for name in ("syn", "syn_hard", "rand"):
+        assert compiled["arms"][name]["engine"] == ENGINE and eager["arms"][name]["engine"] == api.PER_SEED
+        assert compiled["arms"][name]["top1"] == pytest.approx(eager["arms"][name]["top1"], abs=1 / 360)
+
+
 def test_cli_audit_renders_arms_and_scores(tmp_path, monkeypatch):
     proto_file = tmp_path / "tiny.json"
     proto_file.write_text(canonical_json(_tiny().model_dump(mode="json")))
