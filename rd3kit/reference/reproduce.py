@@ -10,6 +10,7 @@ protocol must hash to the entry's recorded sha256.
 from __future__ import annotations
 
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -143,7 +144,9 @@ def _evaluate_decoupled(entry: Reproduction, protocol, data_dir: Path | None, ru
     args = EvalArgs(set_path, teacher, source, test_path, space=None if s.subset_seed is not None else s.space,
                     set_norm=(text(s.set_mean), text(s.set_std)), select=s.select, subset=subset,
                     seeds=",".join(map(str, entry.seeds)), device=runtime.device)
-    result = run_eval(protocol, args)
+    # Like the coupled path's tqdm bars: epoch lines on stderr when the runtime asks for progress.
+    progress = (lambda line: print(line, file=sys.stderr, flush=True)) if runtime.progress else None
+    result = run_eval(protocol, args, progress=progress)
     drawn = result["inputs"]["set"].get("indices")
     if s.indices_sha256 is not None and (drawn is None or indices_sha256(drawn) != s.indices_sha256):
         raise DataError(f"{entry.name}: the random subset drawn now differs from the pinned indices "
