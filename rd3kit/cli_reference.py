@@ -155,7 +155,7 @@ def reference_record(
         raise ConfigError("--replace needs --reason '...' saying why the old numbers are superseded")
     results = [read_json(p) for p in result_paths]
     result = merge_results(results, [str(p) for p in result_paths]) if len(results) > 1 else results[0]
-    # decoupled CPU runs take about an hour per seed: never in the default `make verify` tier
+    # decoupled CPU runs take 5-6 min per seed on an idle thread (30 min per 5-seed entry): never in `make verify`
     tier = tier or ("heavy" if result.get("schema") == DECOUPLED_SCHEMA else "cpu")
     entry = reproduction_from_result(result, name=name, method=method, claim=claim, tier=tier,
                                      data_dir=data_dir or default_data_dir(), command=command, notes=notes,
