@@ -18,7 +18,7 @@ from rd3kit.embedded import digits_split, digits_subset
 from rd3kit.errors import ConfigError
 from rd3kit.preprocess import prepare_set, prepare_test
 from rd3kit.train import coupled
-from rd3kit.train.compiled import ENGINE, Compiled
+from rd3kit.train.compiled import ENGINE, Compiled, train_chunk
 
 # One test image of 360 (the embedded digits test split).
 ONE_IMAGE = 1 / 360
@@ -100,6 +100,32 @@ def test_a_partial_last_test_chunk_is_filled_up_not_compiled_anew():
         eager = coupled.top1(net, xt[:n], yt[:n], n)
         assert acc == pytest.approx(eager, abs=1 / n), n
     assert counters["stats"].get("unique_graphs", 0) == before
+
+
+def test_chunked_batches_sum_to_the_whole_batch_gradients():
+    """coupled.fit's `chunk` (the compiled engine's cache-sized pieces) is the same math in another float order."""
+    protocol = _tiny()
+    x, y, _xt, _yt = _inputs(protocol)  # 20 images in one batch: pieces of 7, 7 and 6
+    nets = []
+    for chunk in (None, 7):
+        rng = coupled.streams(0, x.device)
+        net = coupled.build_seeded(protocol, rng.init, x.device)
+        coupled.fit(protocol, net, net, x, y, rng, protocol.optimizer.lr, chunk=chunk)
+        nets.append(net.state_dict())
+    for name, value in nets[0].items():
+        # 4 epochs of SGD from a float-order difference per step; measured max |diff| 1.5e-8 to 3e-8 (seeds 0-2)
+        torch.testing.assert_close(nets[1][name], value, atol=1e-5, rtol=0, msg=name)
+
+
+def test_train_chunk_only_splits_per_sample_nets_on_cpu():
+    from rd3kit.protocols import get_protocol
+
+    cifar = get_protocol("dc-cifar10@v1")
+    x = torch.zeros(100, 3, 32, 32)
+    assert train_chunk(coupled.build_seeded(cifar, 0, x.device), x) == 20
+    assert train_chunk(coupled.build_seeded(cifar, 0, x.device), torch.zeros(2, 3, 64, 64)) == 5
+    bn = tiny_protocol("dc-cifar10@v1", model__norm="batchnorm")
+    assert train_chunk(coupled.build_seeded(bn, 0, x.device), x) is None  # batch statistics couple the images
 
 
 def _evaluate(tmp_path, seeds, engine):

@@ -95,9 +95,16 @@ def fit(
     rng: SeedStreams,
     lr: float,
     on_epoch: Callable[[int], None] | None = None,
+    chunk: int | None = None,
 ) -> None:
     """The training loop on `net`'s parameters, computing logits with `forward` (`net` itself, or a compiled
-    wrapper of it: rd3kit.train.compiled); batch order and augmentation draw from `rng`."""
+    wrapper of it: rd3kit.train.compiled); batch order and augmentation draw from `rng`.
+
+    `chunk`: run each (augmented) batch's forward and backward in pieces of this many images, each piece's mean
+    loss weighted by its share of the batch, so the gradients sum to the whole batch's (the same math, another
+    float order). Only for networks that are per-sample in train mode (no BatchNorm); None: whole batches, as
+    the per-seed reference does.
+    """
     device = images.device
     loss_fn = soft_cross_entropy if protocol.labels.kind == "soft_logits" else F.cross_entropy
     optimizer = sgd(net.parameters(), protocol, lr)
@@ -108,9 +115,14 @@ def fit(
         for start in range(0, n, batch):
             idx = order[start:start + batch]
             x = augment(images[idx], protocol.augmentation, rng.aug)
-            loss = loss_fn(forward(x), labels[idx])
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            if chunk is None or x.shape[0] <= chunk:
+                loss_fn(forward(x), labels[idx]).backward()
+            else:
+                for piece in range(0, x.shape[0], chunk):
+                    rows = slice(piece, piece + chunk)
+                    share = x[rows].shape[0] / x.shape[0]
+                    (loss_fn(forward(x[rows]), labels[idx][rows]) * share).backward()
             optimizer.step()
         lr, optimizer = end_epoch(protocol, ep, lr, optimizer, net.parameters())
         if on_epoch is not None:
