@@ -191,15 +191,16 @@ def bench_ipc(ipc: int, args) -> dict:
     seeds = list(range(args.seeds))
     step_flops, test_flops = model_flops(protocol, min(x.shape[0], protocol.batch_size))
     steps = -(-x.shape[0] // protocol.batch_size) * protocol.run_epochs
+    variants = {name: VARIANTS[name] for name in args.variants}
     warm, one_time = short_protocol(2), {}
-    for name, fn in VARIANTS.items():  # one-time costs (oneDNN primitives, allocator, compiling) stay out
+    for name, fn in variants.items():  # one-time costs (oneDNN primitives, allocator, compiling) stay out
         t0 = time.perf_counter()
         fn(warm, x, y, xt[:64], yt[:64], seeds[:2])
         one_time[name] = time.perf_counter() - t0
-    names, times, accs, mm = list(VARIANTS), {k: [] for k in VARIANTS}, {}, [matmul_gflops()]
+    names, times, accs, mm = list(variants), {k: [] for k in variants}, {}, [matmul_gflops()]
     for rep in range(args.reps):
         for name in names[rep % len(names):] + names[:rep % len(names)]:  # rotate the order each repetition
-            train_s, test_s, acc = VARIANTS[name](protocol, x, y, xt, yt, seeds)
+            train_s, test_s, acc = variants[name](protocol, x, y, xt, yt, seeds)
             mm.append(matmul_gflops())  # the rate right after this variant: its own floor, under the same load
             times[name].append({"train_s": train_s, "test_s": test_s, "matmul_gflops_after": mm[-1],
                                 "load1": os.getloadavg()[0]})
@@ -385,6 +386,8 @@ def main() -> None:
                         help="run_epochs, one per --ipc or one for all (the released protocol: 301)")
     parser.add_argument("--test-images", type=int, default=10000)
     parser.add_argument("--reps", type=int, default=2)
+    parser.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=list(VARIANTS),
+                        help="which variants to time (dc_loop is the ratio baseline: keep it)")
     parser.add_argument("--equivalence", action="store_true", help="compare multiseed with the single loop instead")
     parser.add_argument("--scaling", action="store_true", help="time multiseed at 1, 2, 5, 10 seeds instead")
     parser.add_argument("--steps", action="store_true", help="time one step: modules vs vmap vs grouped, instead")
