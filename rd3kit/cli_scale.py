@@ -13,7 +13,7 @@ from typing import List, Optional
 
 import typer
 
-from rd3kit.cli_common import command_line, emit_json, guarded, load_set_arg, parse_seeds, render_result
+from rd3kit.cli_common import command_line, emit_json, engine_option, guarded, load_set_arg, parse_seeds, render_result
 from rd3kit.errors import ConfigError
 
 
@@ -85,6 +85,7 @@ def eval_distributed_cmd(
     mode: str = typer.Option("seeds", help="seeds: ranks split the seeds (numbers identical to `rd3kit eval`); "
                                            "ddp: each seed's batches split over ranks (see docs/scale.md tolerance)."),
     threads: Optional[int] = typer.Option(None, help="torch threads per rank (default: torch's choice)."),
+    engine: str = engine_option(),
     space: Optional[str] = typer.Option(None, help="Normalisation space of the set: raw01, normalized or zca."),
     select: Optional[int] = typer.Option(None, help="Which set of a multi-set DC file."),
     idc_factor: Optional[int] = typer.Option(None, help="IDC multi-formation factor to decode."),
@@ -109,6 +110,8 @@ def eval_distributed_cmd(
     if mode not in distributed.MODES or backend not in distributed.BACKENDS:
         raise ConfigError(f"--mode must be one of {', '.join(distributed.MODES)} and --backend one of "
                           f"{', '.join(distributed.BACKENDS)}; got --mode {mode!r} --backend {backend!r}")
+    if mode == "ddp" and engine != api.PER_SEED:
+        raise ConfigError(f"--mode ddp trains each seed with its own loop; --engine {engine} applies to --mode seeds")
     proto = get_protocol(protocol)
 
     def load():
@@ -119,7 +122,7 @@ def eval_distributed_cmd(
 
     seed_list = parse_seeds(seeds)
     runtime = api.Runtime(device=device, cache_dir=None if no_cache else (cache_dir or api.default_cache_dir()),
-                          progress=False)
+                          progress=False, engine=engine)
 
     def job(inputs) -> "distributed.DistJob":
         return distributed.DistJob(inputs[0], proto, inputs[1], inputs[2], tuple(seed_list) if seed_list else None,

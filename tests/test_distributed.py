@@ -58,12 +58,19 @@ def test_slices_cover_the_batch_and_weight_each_sample_1_over_m(m, world):
 
 def test_two_gloo_ranks_match_one_process(tiny, inputs, tmp_path):
     dset, test = inputs
+    compiled = api.Runtime(cache_dir=None, progress=False, engine="compiled")
     with torch_threads(1):
         single = api.evaluate(dset, tiny, test, runtime=api.Runtime(cache_dir=None, progress=False))
+        single_compiled = api.evaluate(dset, tiny, test, runtime=compiled)
     runs = api.Runtime(cache_dir=tmp_path / "runs", progress=False)
     jobs = [distributed.DistJob(dset, tiny, test, runtime=runs, threads=1),
-            distributed.DistJob(dset, tiny, test, seeds=(0, 1), runtime=runs, mode="ddp", threads=1)]
-    by_seeds, by_ddp = distributed.spawn(jobs, nprocs=2, backend="gloo")
+            distributed.DistJob(dset, tiny, test, seeds=(0, 1), runtime=runs, mode="ddp", threads=1),
+            distributed.DistJob(dset, tiny, test, runtime=compiled, threads=1)]
+    by_seeds, by_ddp, by_seeds_compiled = distributed.spawn(jobs, nprocs=2, backend="gloo")
+
+    # The compiled engine per rank (rd3kit eval-distributed --engine compiled): the single-process numbers.
+    assert by_seeds_compiled["top1"] == single_compiled["top1"]
+    assert by_seeds_compiled["engine"] == single_compiled["engine"] == "compiled-v1"
 
     assert by_seeds["seeds"] == [0, 1, 2] and by_seeds["top1"] == single["top1"]  # identical, not close
     assert by_seeds["runtime"]["distributed"] == {"backend": "gloo", "world_size": 2, "mode": "seeds",
@@ -116,3 +123,14 @@ def test_eval_distributed_checks_mode_before_starting_ranks():
     res = CliRunner().invoke(app, ["eval-distributed", "embedded:digits/random/ipc2/seed0", "-p", "coupled-digits@v1",
                                    "--mode", "pipeline"])
     assert res.exit_code == 2 and "--mode must be one of seeds, ddp" in res.output
+    res = CliRunner().invoke(app, ["eval-distributed", "embedded:digits/random/ipc2/seed0", "-p", "coupled-digits@v1",
+                                   "--mode", "ddp", "--engine", "compiled"])
+    assert res.exit_code == 2 and "--engine compiled applies to --mode seeds" in res.output
+
+
+def test_a_ddp_job_with_another_engine_is_refused_before_training(inputs):
+    dset, test = inputs
+    job = distributed.DistJob(dset, "coupled-digits@v1", test, mode="ddp",
+                              runtime=api.Runtime(cache_dir=None, progress=False, engine="multiseed"))
+    with pytest.raises(ConfigError, match="--engine multiseed applies to --mode seeds"):
+        distributed.run_job(job, 0)

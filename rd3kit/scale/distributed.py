@@ -274,6 +274,9 @@ def run_job(job: DistJob, local_rank: int) -> dict | None:
     """Run `job` as this rank of the initialised default group; rank 0 returns the record."""
     if job.mode not in MODES:
         raise ConfigError(f"--mode must be one of {', '.join(MODES)}, got {job.mode!r}")
+    if job.mode == "ddp" and job.runtime.engine != api.PER_SEED:
+        raise ConfigError(f"--mode ddp trains each seed with its own loop (per-seed float order); --engine "
+                          f"{job.runtime.engine} applies to --mode seeds")
     threads = torch.get_num_threads()
     if job.threads is not None:
         torch.set_num_threads(job.threads)
