@@ -1,4 +1,5 @@
-"""Time DC-style per-seed evaluation, rd3kit's single-seed path and rd3kit multiseed on the same inputs, interleaved.
+"""Time DC-style per-seed evaluation and rd3kit's engines (per-seed, multiseed, compiled, compiled over two one-thread
+ranks) on the same inputs, interleaved.
 
 Must not: write anywhere but --out, or run anything the command line did not ask for. Every variant runs in this
 one process, in rotated order (ABC, BCA, CAB, ...) so a shared machine's load falls on all of them alike; the
@@ -27,6 +28,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, TensorDataset
 from torch.utils.flop_counter import FlopCounterMode
 
+from rd3kit import api
 from rd3kit.preprocess import prepare_set, prepare_test
 from rd3kit.protocols import get_protocol, parse_protocol
 from rd3kit.sources.formats import load_local
@@ -117,7 +119,8 @@ def variant_multi(protocol, x, y, xt, yt, seeds, size=None):
 
 
 def variant_compiled(protocol, x, y, xt, yt, seeds):
-    """`--engine compiled`: a new Compiled per call, as each evaluation makes one (compile costs: see bench_ipc)."""
+    """`--engine compiled`: a new Compiled per call, as each evaluation makes one. Dynamo keys its graphs on the
+    network's code, not the object, so the warm-up's graphs (same shapes) serve it: no compile is timed."""
     trainer, train_s, test_s, accs = Compiled(protocol, x.device), 0.0, 0.0, []
     for s in seeds:  # one held network: each seed is tested before the next one trains
         t0 = time.perf_counter()
@@ -128,8 +131,32 @@ def variant_compiled(protocol, x, y, xt, yt, seeds):
     return train_s, test_s, accs
 
 
+RANKS = 2  # rd3kit_compiled_ranks: processes of one thread each, as many as this machine's cores
+
+
+def variant_compiled_ranks(protocol, x, y, xt, yt, seeds):
+    """`rd3kit eval-distributed --nproc 2 --threads 1 --engine compiled`: the seeds split over two gloo ranks of one
+    thread each (distributed.spawn, the command's own path). The ranks start, import torch and compile during an
+    untimed first job (seeds 0 and 1 of this protocol on 64 test images; Inductor's disk cache holds the graphs
+    after the first call); the timed job is the second. train s: the ranks' summed seed training time / ranks;
+    test s: the rest of the timed job's wall time (rank 0's, gather included)."""
+    from dataclasses import replace
+
+    from rd3kit.scale import distributed
+
+    dset, test = INPUTS[id(x)]
+    test = replace(test, images=test.images[:xt.shape[0]], labels=test.labels[:xt.shape[0]])
+    runtime = api.Runtime(cache_dir=None, progress=False, engine="compiled")
+    short = replace(test, images=test.images[:64], labels=test.labels[:64])
+    jobs = [distributed.DistJob(dset, protocol, short, seeds=tuple(seeds[:RANKS]), runtime=runtime, threads=1),
+            distributed.DistJob(dset, protocol, test, seeds=tuple(seeds), runtime=runtime, threads=1)]
+    record = distributed.spawn(jobs, nprocs=RANKS, backend="gloo")[1]
+    train_s = sum(run["train_s"] for run in record["per_seed"]) / RANKS
+    return train_s, record["wall_s"] - train_s, record["top1"]
+
+
 VARIANTS = {"dc_loop": variant_dc, "rd3kit_single": variant_single, "rd3kit_multiseed": variant_multi,
-            "rd3kit_compiled": variant_compiled}
+            "rd3kit_compiled": variant_compiled, "rd3kit_compiled_ranks": variant_compiled_ranks}
 
 
 # -------------------------------------------------------------------------------------------- floor and machine
@@ -141,6 +168,35 @@ def matmul_gflops() -> float:
     t0 = time.perf_counter()
     torch.mm(a, b)
     return 2 * MM_SIDE**3 / (time.perf_counter() - t0) / 1e9
+
+
+def _mm_rank(barrier, results) -> None:
+    torch.set_num_threads(1)
+    a, b = torch.randn(MM_SIDE, MM_SIDE), torch.randn(MM_SIDE, MM_SIDE)
+    torch.mm(a, b)
+    barrier.wait()
+    rates = []
+    for _ in range(3):
+        t0 = time.perf_counter()
+        torch.mm(a, b)
+        rates.append(2 * MM_SIDE**3 / (time.perf_counter() - t0) / 1e9)
+    results.put(statistics.median(rates))
+
+
+def matmul_gflops_ranks(ranks: int = RANKS) -> float:
+    """The summed torch.mm rate of `ranks` one-thread processes timed at once: the machine's rate as the ranks
+    variant uses it (it can differ from one process's rate on all threads; both floors are reported)."""
+    import multiprocessing as mp
+
+    ctx = mp.get_context("spawn")
+    barrier, results = ctx.Barrier(ranks), ctx.Queue()
+    procs = [ctx.Process(target=_mm_rank, args=(barrier, results)) for _ in range(ranks)]
+    for p in procs:
+        p.start()
+    rates = [results.get(timeout=300) for _ in procs]
+    for p in procs:
+        p.join()
+    return sum(rates)
 
 
 def model_flops(protocol, batch: int) -> tuple[float, float]:
@@ -177,12 +233,20 @@ def machine() -> dict:
 # --------------------------------------------------------------------------------------------------------- main
 
 
+# The raw set and test split behind load_inputs' tensors, for variants that hand them to rd3kit whole (ranks).
+INPUTS: dict[int, tuple] = {}
+
+
 def load_inputs(ipc: int, protocol, test_images: int):
+    from dataclasses import replace
+
     dset = load_local([DATA / f"distilled/dc/res_DC_CIFAR10_ConvNet_{ipc}ipc.pt"], "normalized", select=-1)
     test = load_split("cifar10", "test", DATA / "cifar10/test.npz", None)
+    test = replace(test, images=test.images[:test_images].contiguous(), labels=test.labels[:test_images].contiguous())
     x, y = prepare_set(dset, protocol.data, None), dset.labels
     xt, yt = prepare_test(test, protocol.data, None), test.labels
-    return x, y, xt[:test_images].contiguous(), yt[:test_images].contiguous()
+    INPUTS[id(x)] = (dset, test)  # by object: spawn moves a pickled storage to shared memory (new data_ptr)
+    return x, y, xt, yt
 
 
 def bench_ipc(ipc: int, args) -> dict:
@@ -204,6 +268,8 @@ def bench_ipc(ipc: int, args) -> dict:
             mm.append(matmul_gflops())  # the rate right after this variant: its own floor, under the same load
             times[name].append({"train_s": train_s, "test_s": test_s, "matmul_gflops_after": mm[-1],
                                 "load1": os.getloadavg()[0]})
+            if name == "rd3kit_compiled_ranks":
+                times[name][-1]["matmul_gflops_ranks_after"] = matmul_gflops_ranks()
             accs[name] = acc
             print(f"ipc{ipc} rep{rep} {name}: train {train_s:.1f}s test {test_s:.1f}s load {os.getloadavg()[0]:.1f}",
                   file=sys.stderr, flush=True)
@@ -229,6 +295,11 @@ def bench_ipc(ipc: int, args) -> dict:
             "per_epoch_per_seed_s": tr / (protocol.run_epochs * args.seeds),
             "per_test_image_per_seed_ms": 1e3 * te / (args.test_images * args.seeds), "top1": accs[name],
         }
+        ranks_mm = [t["matmul_gflops_ranks_after"] for t in times[name] if "matmul_gflops_ranks_after" in t]
+        if ranks_mm:  # the same variant against the floor at the ranks' own summed one-thread matmul rate
+            out["variants"][name]["matmul_gflops_ranks_median"] = statistics.median(ranks_mm)
+            out["variants"][name]["time_over_ranks_floor"] = \
+                (tr + te) * statistics.median(ranks_mm) * 1e9 / total_flops
     if "dc_loop" in out["variants"]:  # the ratio baseline; a run without it is timed against the floor only
         base = out["variants"]["dc_loop"]["total_s_median"]
         for v in out["variants"].values():
@@ -359,8 +430,14 @@ def render(doc: dict) -> str:
                      "finds the graphs an earlier one compiled)") if cache.get("empty_at_start") else \
                 "a warm (or unrecorded) Inductor cache"
             lines += ["", "Warm-up call per variant, not in the times above (2 epochs, 64 test images, 2 seeds; "
-                      f"rd3kit_compiled's holds this process's compile, from {state}): "
+                      f"rd3kit_compiled's holds this process's compile, from {state}; rd3kit_compiled_ranks also runs "
+                      "an untimed first job in its ranks at every repetition): "
                       + ", ".join(f"{k} {v:.1f} s" for k, v in r["warmup_s"].items()) + "."]
+        for name, v in r["variants"].items():
+            if "time_over_ranks_floor" in v:
+                lines += ["", f"{name} against the floor at its ranks' own rate ({RANKS} one-thread processes timing "
+                          f"torch.mm at once, summed: median {v['matmul_gflops_ranks_median']:.1f} GFLOP/s): "
+                          f"{v['time_over_ranks_floor']:.2f}x."]
         lines += ["", *extrapolate(r), ""]
     return "\n".join(lines)
 

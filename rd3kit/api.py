@@ -157,7 +157,9 @@ def evaluate(
             pending.append((seed, cache_path))
             continue
         if runtime.engine == "compiled" and trainer is None:
-            trainer = compiled_trainer(protocol, phash, device)
+            from rd3kit.train.compiled import Compiled
+
+            trainer = Compiled(protocol, device)
         run = _run_seed(protocol, prepared, seed, lr, runtime, trainer) | {"engine": engine}
         if cache_path is not None:
             write_json(cache_path, run)
@@ -167,22 +169,6 @@ def evaluate(
                           key=lambda r: seeds.index(r["seed"]))
     return _record(protocol, phash, dset, test, train, summary, per_seed, (lr, lr_source), runtime,
                    time.perf_counter() - started)
-
-
-# One compiled network per (protocol, device) in this process, shared by every `evaluate` call: a run over many
-# sets (reference verify-all, a sweep, a benchmark's warm-up then its timed run) compiles once, and a seed's
-# result does not depend on what ran before it (each seed loads its own init; tests/test_compiled.py).
-_COMPILED: dict[tuple[str, str], object] = {}
-
-
-def compiled_trainer(protocol: CoupledProtocol, phash: str, device: torch.device):
-    """This process's `compiled.Compiled` for `protocol` (hash `phash`) on `device`, made on first use."""
-    from rd3kit.train.compiled import Compiled
-
-    key = (phash, str(device))
-    if key not in _COMPILED:
-        _COMPILED[key] = Compiled(protocol, device)
-    return _COMPILED[key]
 
 
 def _prepare(dset, protocol, test, train, device):

@@ -145,23 +145,6 @@ def test_evaluate_keys_and_records_the_compiled_engine_apart(tmp_path):
         (True, api.PER_SEED), (True, api.PER_SEED), (True, api.PER_SEED), (False, ENGINE)]
 
 
-def test_evaluate_calls_share_one_compiled_network_per_protocol(monkeypatch):
-    """A second set under the same protocol reuses the process's compiled network (no new graph) and gets the
-    numbers a fresh network gives it."""
-    from torch._dynamo.utils import counters
-
-    monkeypatch.setattr(api, "_COMPILED", {})
-    runtime = api.Runtime(cache_dir=None, progress=False, engine="compiled")
-    test = digits_split("test")
-    api.evaluate(digits_subset("random", 2, 0), _tiny(), test, seeds=[0], runtime=runtime)
-    before = counters["stats"].get("unique_graphs", 0)
-    reused = api.evaluate(digits_subset("random", 2, 1), _tiny(), test, seeds=[2], runtime=runtime)
-    assert counters["stats"].get("unique_graphs", 0) == before and len(api._COMPILED) == 1
-    monkeypatch.setattr(api, "_COMPILED", {})
-    fresh = api.evaluate(digits_subset("random", 2, 1), _tiny(), test, seeds=[2], runtime=runtime)
-    assert reused["top1"] == fresh["top1"]
-
-
 def test_unknown_engine_is_a_config_error():
     with pytest.raises(ConfigError, match="engine must be one of per-seed, compiled, multiseed, got 'fast'"):
         api.Runtime(engine="fast")

@@ -97,7 +97,7 @@ def test_dockerignore_allows_everything_the_build_reads():
 
 BAD_DOCKERFILES = {
     "unpinned FROM": ("FROM python:3.11\nUSER 10001\nENTRYPOINT [\"rd3kit\"]\n", "P1", 1),
-    "unpinned FROM via ARG": (f"ARG B=python:3.11\nFROM ${{B}}\nUSER 10001\nENTRYPOINT [\"rd3kit\"]\n", "P1", 2),
+    "unpinned FROM via ARG": ("ARG B=python:3.11\nFROM ${B}\nUSER 10001\nENTRYPOINT [\"rd3kit\"]\n", "P1", 2),
     "root user": (f"FROM x@{FAKE_DIGEST}\nUSER root\nENTRYPOINT [\"rd3kit\"]\n", "P2", 2),
     "root by id": (f"FROM x@{FAKE_DIGEST}\nUSER 0:0\nENTRYPOINT [\"rd3kit\"]\n", "P2", 2),
     "no user": (f"FROM x@{FAKE_DIGEST}\nRUN true\nENTRYPOINT [\"rd3kit\"]\n", "P2", 3),
