@@ -162,12 +162,16 @@ VARIANTS = {"dc_loop": variant_dc, "rd3kit_single": variant_single, "rd3kit_mult
 # -------------------------------------------------------------------------------------------- floor and machine
 
 
-def matmul_gflops() -> float:
+def matmul_gflops(products: int = 3) -> float:
+    """The median rate of `products` timed torch.mm calls (one call swings by up to ~30 % on this VM)."""
     a, b = torch.randn(MM_SIDE, MM_SIDE), torch.randn(MM_SIDE, MM_SIDE)
     torch.mm(a, b)
-    t0 = time.perf_counter()
-    torch.mm(a, b)
-    return 2 * MM_SIDE**3 / (time.perf_counter() - t0) / 1e9
+    rates = []
+    for _ in range(products):
+        t0 = time.perf_counter()
+        torch.mm(a, b)
+        rates.append(2 * MM_SIDE**3 / (time.perf_counter() - t0) / 1e9)
+    return statistics.median(rates)
 
 
 def _mm_rank(barrier, results) -> None:
@@ -424,6 +428,7 @@ def render(doc: dict) -> str:
                          f"| {v['time_over_floor']:.2f} ({v.get('time_over_own_floor_median', float('nan')):.2f}) "
                          f"| {statistics.median(ratios):.2f} [{per_rep}] "
                          f"| {v['per_epoch_per_seed_s']:.3f} | {v['per_test_image_per_seed_ms']:.2f} | {accs} |")
+        lines += ["", *per_rep_floor(r)]
         if "warmup_s" in r:
             cache = r.get("inductor_cache") or {}
             state = ("an Inductor cache that was empty when this benchmark process started (a later setting "
@@ -440,6 +445,27 @@ def render(doc: dict) -> str:
                           f"{v['time_over_ranks_floor']:.2f}x."]
         lines += ["", *extrapolate(r), ""]
     return "\n".join(lines)
+
+
+def per_rep_floor(r: dict) -> list[str]:
+    """Time / floor per repetition, each against the median of the matmul rates timed within that repetition.
+
+    One torch.mm timing swings by up to ~30 % on this shared VM, and the machine itself drifts between
+    repetitions (every variant slows together); a repetition's own median rate tracks the drift with less noise
+    than the single timing right after a variant (the "own-rep floor" column)."""
+    rates, names = r["matmul_gflops"]["all"][1:], list(r["variants"])
+    reps = len(rates) // len(names)
+    if reps < 1 or len(rates) != reps * len(names):
+        return []
+    flops = r["floor_s"] * r["matmul_gflops"]["median"]  # GFLOP of the whole setting
+    medians = [statistics.median(rates[i * len(names):(i + 1) * len(names)]) for i in range(reps)]
+    out = ["Per repetition, against the median matmul rate timed within it (" +
+           ", ".join(f"rep {i}: {m:.1f} GFLOP/s" for i, m in enumerate(medians)) + "), time / floor:"]
+    for name in names:
+        ratios = [(t["train_s"] + t["test_s"]) * m / flops for t, m in zip(r["variants"][name]["runs"], medians)]
+        out.append(f"- {name}: " + " ".join(f"{q:.2f}" for q in ratios) + f" (median {statistics.median(ratios):.2f}, "
+                   f"max {max(ratios):.2f})")
+    return out
 
 
 def extrapolate(r: dict, epochs: int = 301, test_images: int = 10000, seeds: int = 10) -> list[str]:
