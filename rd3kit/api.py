@@ -143,18 +143,14 @@ def evaluate(
     engine, trainer = _engine_name(runtime, protocol), None
     per_seed, prepared, pending = [], None, []
     for seed in seeds:
-        # Another engine reuses a per-seed result (the reference) before its own; a per-seed run reads only its own.
-        keys = dict.fromkeys([run_key(phash, dset, test, train, seed), run_key(phash, dset, test, train, seed, engine)])
-        paths = [runtime.cache_dir / f"{key}.json" for key in keys] if runtime.cache_dir else [None]
-        hit = next((path for path in paths if path is not None and path.exists()), None)
-        if hit is not None:  # entries from before engines were recorded are per-seed ones (the only engine then)
-            per_seed.append({"engine": PER_SEED} | read_json(hit) | {"cached": True})
+        hit, cache_path = _lookup(runtime, phash, dset, test, train, seed, engine)
+        if hit is not None:
+            per_seed.append(hit)
             continue
-        cache_path = paths[-1]
         if prepared is None:
             prepared = _prepare(dset, protocol, test, train, device)
         if runtime.engine == "multiseed" and engine != PER_SEED:  # trained together below
-            pending.append((seed, cache_path))
+            pending.append((_multiseed_run(prepared, seed, dset), cache_path))
             continue
         if runtime.engine == "compiled" and trainer is None:
             from rd3kit.train.compiled import Compiled
@@ -165,19 +161,85 @@ def evaluate(
             write_json(cache_path, run)
         per_seed.append(run | {"cached": False})
     if pending:  # multiseed hook (Runtime.engine)
-        per_seed = sorted(per_seed + _run_batched(protocol, prepared, pending, lr, runtime, engine),
+        per_seed = sorted(per_seed + _run_batched(protocol, prepared[2:], pending, lr, runtime, engine),
                           key=lambda r: seeds.index(r["seed"]))
     return _record(protocol, phash, dset, test, train, summary, per_seed, (lr, lr_source), runtime,
                    time.perf_counter() - started)
 
 
-def _prepare(dset, protocol, test, train, device):
+def evaluate_runs(
+    runs: Sequence[tuple[DistilledSet, int]],
+    protocol: CoupledProtocol | str,
+    test: RealSplit,
+    *,
+    train: RealSplit | None = None,
+    runtime: Runtime = Runtime(),
+) -> list[dict]:
+    """`evaluate(dset, protocol, test, seeds=[seed])` for each (set, seed) of `runs`, in order: one record each.
+
+    Under `Runtime(engine="multiseed")` on a protocol it can stack, the uncached runs whose sets share one shape
+    and lr train side by side (an audit's distilled set and its random subsets: `multiseed.train_runs`), in
+    chunks of `multiseed.seeds_per_pass` (one on CPU), each run cached under its own key as its chunk ends. Any
+    other engine evaluates the runs one by one.
+    """
+    if isinstance(protocol, str):
+        protocol = get_protocol(protocol)
+    engine = _engine_name(runtime, protocol)
+    if runtime.engine != "multiseed" or engine == PER_SEED:
+        return [evaluate(dset, protocol, test, train=train, seeds=[seed], runtime=runtime) for dset, seed in runs]
+    if protocol.data.zca is not None and train is None:
+        raise ConfigError(f"{protocol.ref} whitens with ZCA fitted on the full train set: pass --train")
+    summaries = [check_set(dset, protocol) for dset, _ in runs]
+    phash, device, started = protocol_hash(protocol), torch.device(runtime.device), time.perf_counter()
     zca = ZCA(train, protocol.data.zca.eps) if protocol.data.zca is not None else None
+    done, groups, test_xy = {}, {}, None
+    for i, (dset, seed) in enumerate(runs):
+        hit, cache_path = _lookup(runtime, phash, dset, test, train, seed, engine)
+        if hit is not None:
+            done[i] = hit
+            continue
+        test_xy = test_xy or (prepare_test(test, protocol.data, zca).to(device), test.labels.to(device))
+        run = _multiseed_run(_prepare_set(dset, protocol, zca, device), seed, dset)
+        key = (tuple(run.images.shape), tuple(run.labels.shape), resolve_lr(protocol, dset)[0])
+        groups.setdefault(key, []).append((i, run, cache_path))
+    for (_, _, lr), members in groups.items():
+        trained = _run_batched(protocol, test_xy, [(run, path) for _, run, path in members], lr, runtime, engine)
+        done.update({i: run for (i, _, _), run in zip(members, trained)})
+    return [_record(protocol, phash, dset, test, train, summary, [done[i]], resolve_lr(protocol, dset), runtime,
+                    time.perf_counter() - started if i == len(runs) - 1 else done[i].get("wall_s", 0.0))
+            for i, ((dset, _), summary) in enumerate(zip(runs, summaries))]
+
+
+def _lookup(runtime: Runtime, phash: str, dset, test, train, seed: int, engine: str) -> tuple[dict | None, Path | None]:
+    """(the cached run, None) or (None, where to cache it). Another engine reuses a per-seed result (the
+    reference) before its own; a per-seed run reads only its own."""
+    keys = dict.fromkeys([run_key(phash, dset, test, train, seed), run_key(phash, dset, test, train, seed, engine)])
+    paths = [runtime.cache_dir / f"{key}.json" for key in keys] if runtime.cache_dir else [None]
+    hit = next((path for path in paths if path is not None and path.exists()), None)
+    if hit is not None:  # entries from before engines were recorded are per-seed ones (the only engine then)
+        return {"engine": PER_SEED} | read_json(hit) | {"cached": True}, None
+    return None, paths[-1]
+
+
+def _prepare_set(dset, protocol, zca, device) -> tuple[torch.Tensor, torch.Tensor]:
     x_set = prepare_set(dset, protocol.data, zca).to(device)
     y_set = dset.labels.to(device)
     if protocol.labels.kind == "hard" and dset.soft:
         y_set = y_set.argmax(dim=1)  # a hard-label protocol takes the argmax of stored logits
-    return x_set, y_set, prepare_test(test, protocol.data, zca).to(device), test.labels.to(device)
+    return x_set, y_set
+
+
+def _prepare(dset, protocol, test, train, device):
+    zca = ZCA(train, protocol.data.zca.eps) if protocol.data.zca is not None else None
+    return (*_prepare_set(dset, protocol, zca, device), prepare_test(test, protocol.data, zca).to(device),
+            test.labels.to(device))
+
+
+def _multiseed_run(prepared, seed: int, dset: DistilledSet):
+    """A `multiseed.Run` of `seed` on a prepared set, tagged with the set's origin for `batched_with`."""
+    from rd3kit.train import multiseed
+
+    return multiseed.Run(prepared[0], prepared[1], seed, dset.origin)
 
 
 def _run_seed(protocol: CoupledProtocol, prepared, seed: int, lr: float, runtime: Runtime, trainer=None) -> dict:
@@ -220,28 +282,33 @@ def _stackable(protocol: CoupledProtocol) -> bool:
     return supports(protocol)
 
 
-def _run_batched(protocol: CoupledProtocol, prepared, pending: list, lr: float, runtime: Runtime,
+def _run_batched(protocol: CoupledProtocol, test_xy, pending: list, lr: float, runtime: Runtime,
                  name: str) -> list[dict]:
-    """Train the pending (seed, cache path) pairs stacked, chunk by chunk, caching each chunk as it ends."""
+    """Train the pending (multiseed.Run, cache path) pairs stacked, chunk by chunk, caching each chunk as it ends.
+
+    `batched_with` lists the chunk's seeds when its runs share one set, else "origin#seed" per run."""
     from rd3kit.train import multiseed
 
-    x_set, y_set, x_test, y_test = prepared
+    x_test, y_test = test_xy
     engine = multiseed.Engine(torch_compile=runtime.torch_compile)
-    size, runs = multiseed.seeds_per_pass(protocol, x_set.shape[0], x_set.device), []
+    first = pending[0][0].images
+    size, runs = multiseed.seeds_per_pass(protocol, first.shape[0], first.device), []
     for start in range(0, len(pending), size):
         chunk = pending[start:start + size]
-        seeds = [seed for seed, _ in chunk]
+        seeds = [run.seed for run, _ in chunk]
+        together = seeds if len({run.origin for run, _ in chunk}) == 1 else \
+            [f"{run.origin}#{run.seed}" for run, _ in chunk]
         t0 = time.perf_counter()
         bar = tqdm(total=protocol.run_epochs, desc=f"seeds {seeds}", unit="ep", leave=False, disable=not runtime.progress)
-        stacked = multiseed.train_seeds(protocol, x_set, y_set, seeds, lr, lambda _ep: bar.update(), engine)
+        stacked = multiseed.train_runs(protocol, [run for run, _ in chunk], lr, lambda _ep: bar.update(), engine)
         bar.close()
         train_s = time.perf_counter() - t0
         accs = multiseed.top1_all(stacked, x_test, y_test, multiseed.test_batch(protocol, stacked, x_test.device))
-        share, precision = 1 / len(chunk), multiseed.precision(x_set.device)  # times: the chunk's, split evenly
-        for (seed, cache_path), acc in zip(chunk, accs):
-            run = {"seed": seed, "top1": acc, "train_s": round(train_s * share, 3),
+        share, precision = 1 / len(chunk), multiseed.precision(first.device)  # times: the chunk's, split evenly
+        for (run_in, cache_path), acc in zip(chunk, accs):
+            run = {"seed": run_in.seed, "top1": acc, "train_s": round(train_s * share, 3),
                    "wall_s": round((time.perf_counter() - t0) * share, 3), "engine": name, "precision": precision,
-                   "torch_threads": torch.get_num_threads(), "batched_with": seeds}
+                   "torch_threads": torch.get_num_threads(), "batched_with": together}
             if cache_path is not None:
                 write_json(cache_path, run)
             runs.append(run | {"cached": False})

@@ -167,14 +167,25 @@ def _set_arm(ctx: _Ctx, dset: DistilledSet, key: str) -> dict:
     return _arm([_evaluate(ctx, dset, key, ctx.seeds)], key, ctx, [dset.origin])
 
 
-def _random_arm(ctx: _Ctx, ipc: int, lr: float | None, key: str) -> dict:
+def _random_runs(ctx: _Ctx, ipc: int, lr: float | None) -> tuple[list[tuple[DistilledSet, int]], list[str]]:
     # Selection seed = training seed: the arm's spread includes the choice of subset, as "a random subset" means.
-    records, names = [], []
-    for seed in ctx.seeds:
-        selection = baseline_selection("random", ctx.train, ipc, seed)
-        records.append(_evaluate(ctx, subset_set(ctx.train, selection, lr), key, [seed]))
-        names.append(selection.name)
-    return _arm(records, key, ctx, names)
+    selections = [baseline_selection("random", ctx.train, ipc, seed) for seed in ctx.seeds]
+    return ([(subset_set(ctx.train, sel, lr), seed) for sel, seed in zip(selections, ctx.seeds)],
+            [sel.name for sel in selections])
+
+
+def _arms_together(ctx: _Ctx, key: str, arms: dict[str, tuple[list[tuple[DistilledSet, int]], list[str]]]) -> dict:
+    """Arms under one protocol, as {name: ((set, seed) runs, inputs)}, through one `api.evaluate_runs` call: under
+    `--engine multiseed` their runs train side by side (the set's seeds and the random subsets together)."""
+    protocol = ctx.protocols[key]
+    train = ctx.train if protocol.data.zca is not None else None  # as in _evaluate
+    flat = [run for runs, _ in arms.values() for run in runs]
+    records = api.evaluate_runs(flat, protocol, ctx.test, train=train, runtime=ctx.runtime)
+    out, start = {}, 0
+    for name, (runs, inputs) in arms.items():
+        out[name] = _arm(records[start:start + len(runs)], key, ctx, inputs)
+        start += len(runs)
+    return out
 
 
 def _full_arm(ctx: _Ctx, spec: AuditSpec) -> dict | None:
@@ -202,12 +213,20 @@ def run_arms(dset: DistilledSet, ctx: _Ctx, spec: AuditSpec, ipc: int) -> dict[s
     # Real subsets carry no stored logits: under a soft-label protocol they train with hard labels.
     subset_key, subset_noaug = ("hard", "hard-noaug") if soft else ("protocol", "noaug")
     lr = _lr_of(dset, ctx.protocols["protocol"])  # subsets train with the set's own lr: no search
-    arms = {"syn": _set_arm(ctx, dset, "protocol")}
+    syn = ([(dset, seed) for seed in ctx.seeds], [dset.origin])
+    arms = {}
+    for syn_name, syn_key, rand_name, rand_key in [("syn", "protocol", "rand", subset_key),
+                                                     ("syn_noaug", "noaug", "rand_noaug", subset_noaug)]:
+        if syn_key not in ctx.protocols:
+            continue
+        if syn_key == rand_key:  # the set and its random subsets train under one protocol: side by side
+            arms.update(_arms_together(ctx, syn_key, {syn_name: syn, rand_name: _random_runs(ctx, ipc, lr)}))
+        else:  # soft labels: the set under the protocol, the subsets under its hard-label variant
+            arms[syn_name] = _set_arm(ctx, dset, syn_key)
+            arms.update(_arms_together(ctx, rand_key, {rand_name: _random_runs(ctx, ipc, lr)}))
     arms["syn_hard"] = _set_arm(ctx, dset, "hard") if soft else dict(arms["syn"], same_as="syn")
-    arms["rand"] = _random_arm(ctx, ipc, lr, subset_key)
-    if "noaug" in ctx.protocols:
-        arms["syn_noaug"] = _set_arm(ctx, dset, "noaug")
-        arms["rand_noaug"] = _random_arm(ctx, ipc, lr, subset_noaug)
+    order = ["syn", "syn_hard", "rand", "syn_noaug", "rand_noaug"]
+    arms = {name: arms[name] for name in order if name in arms}
     for method in spec.baselines:
         selection = baseline_selection(method, ctx.train, ipc, None)
         arms[method] = _set_arm(ctx, subset_set(ctx.train, selection, lr), subset_key)

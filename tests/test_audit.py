@@ -146,6 +146,28 @@ def test_audit_arms_run_on_the_chosen_engine_and_record_it(splits, tmp_path):
         assert compiled["arms"][name]["top1"] == pytest.approx(eager["arms"][name]["top1"], abs=1 / 360)
 
 
+def test_multiseed_audit_trains_the_set_and_its_random_subsets_side_by_side(splits, tmp_path, monkeypatch):
+    """Issue 8: an audit's distilled-set and random-subset runs in one stacked pass (the CUDA policy is forced
+    here: on CPU a pass holds one run), each equal to its one-by-one value within float order."""
+    from rd3kit.train import multiseed as ms
+
+    monkeypatch.setattr(ms, "seeds_per_pass", lambda *_: 8)
+    passes, real = [], ms.train_runs
+    monkeypatch.setattr(ms, "train_runs", lambda protocol, runs, *a, **k: passes.append(
+        [(r.origin, r.seed) for r in runs]) or real(protocol, runs, *a, **k))
+    spec = au.AuditSpec(w=0.5, g=0.5, seeds=(0, 1), baselines=())
+    dset, proto = digits_subset("random", 1, 3), _tiny()  # augmented: the no-augmentation arms exist too
+    stacked = au.audit(dset, proto, splits[1], splits[0], spec,
+                       api.Runtime(cache_dir=tmp_path / "m", progress=False, engine="multiseed"))
+    eager = au.audit(dset, proto, splits[1], splits[0], spec, api.Runtime(cache_dir=tmp_path / "e", progress=False))
+    rand = stacked["arms"]["rand"]["inputs"]
+    assert len(passes) == 2 and passes[0][:2] == [(dset.origin, 0), (dset.origin, 1)]  # syn + rand, noaug likewise
+    assert [seed for _, seed in passes[0][2:]] == [0, 1] and len(set(rand)) == 2
+    for name in ("syn", "rand", "syn_noaug", "rand_noaug"):
+        assert stacked["arms"][name]["engine"] == ms.ENGINE
+        assert stacked["arms"][name]["top1"] == pytest.approx(eager["arms"][name]["top1"], abs=1 / 360)
+
+
 def test_cli_audit_renders_arms_and_scores(tmp_path, monkeypatch):
     proto_file = tmp_path / "tiny.json"
     proto_file.write_text(canonical_json(_tiny().model_dump(mode="json")))

@@ -113,19 +113,57 @@ def _evaluate(tmp_path, seeds, batch_seeds=True):
 def test_evaluate_hook_trains_only_uncached_seeds_and_caches_them(tmp_path, monkeypatch):
     _evaluate(tmp_path, [2, 0])
     trained = []
-    real = ms.train_seeds
+    real = ms.train_runs
 
-    def spy(protocol, images, labels, seeds, *args, **kwargs):
-        trained.append(list(seeds))
-        return real(protocol, images, labels, seeds, *args, **kwargs)
+    def spy(protocol, runs, *args, **kwargs):
+        trained.append([run.seed for run in runs])
+        return real(protocol, runs, *args, **kwargs)
 
-    monkeypatch.setattr(ms, "train_seeds", spy)
+    monkeypatch.setattr(ms, "train_runs", spy)
     result = _evaluate(tmp_path, [0, 1, 2])
     assert trained == [[1]]
     assert result["seeds"] == [0, 1, 2] and [r["cached"] for r in result["per_seed"]] == [True, False, True]
     assert all(r["precision"] == "fp32" and r["engine"] == ms.ENGINE for r in result["per_seed"])
     assert result["engine"] == ms.ENGINE
     assert _evaluate(tmp_path, [0, 1, 2])["top1"] == result["top1"]  # all from the cache now
+
+
+def test_evaluate_runs_trains_different_sets_side_by_side(tmp_path, monkeypatch):
+    """An audit's arms: one distilled set over two seeds and two random subsets, each with its own seed, trained
+    in one stacked pass; each run equals its own `evaluate` within float order and is cached under its key."""
+    monkeypatch.setattr(ms, "seeds_per_pass", lambda *_: 4)  # the CUDA policy; one per pass on CPU
+    trained = []
+    real = ms.train_runs
+
+    def spy(protocol, runs, *args, **kwargs):
+        trained.append([(run.origin, run.seed) for run in runs])
+        return real(protocol, runs, *args, **kwargs)
+
+    monkeypatch.setattr(ms, "train_runs", spy)
+    syn, test = digits_subset("random", 2, 0), digits_split("test")
+    runs = [(syn, 0), (syn, 1), (digits_subset("random", 2, 3), 3), (digits_subset("random", 2, 4), 4)]
+    runtime = api.Runtime(cache_dir=tmp_path / "runs", progress=False, engine="multiseed")
+    records = api.evaluate_runs(runs, _tiny(), test, runtime=runtime)
+    assert trained == [[(dset.origin, seed) for dset, seed in runs]]  # one pass, four different runs
+    assert [r["seeds"] for r in records] == [[0], [1], [3], [4]]
+    assert records[2]["per_seed"][0]["batched_with"] == [f"{dset.origin}#{seed}" for dset, seed in runs]
+    single = api.Runtime(cache_dir=None, progress=False)
+    for (dset, seed), record in zip(runs, records):
+        alone = api.evaluate(dset, _tiny(), test, seeds=[seed], runtime=single)
+        assert record["inputs"]["set"]["origin"] == dset.origin
+        assert record["top1"] == pytest.approx(alone["top1"], abs=ONE_IMAGE)
+    again = api.evaluate_runs(runs, _tiny(), test, runtime=runtime)  # every run from its cache, none trained
+    assert len(trained) == 1 and [r["top1"] for r in again] == [r["top1"] for r in records]
+    assert all(r["per_seed"][0]["cached"] for r in again)
+
+
+def test_evaluate_runs_without_multiseed_is_evaluate_per_run(tmp_path):
+    runs = [(digits_subset("random", 2, 0), 0), (digits_subset("random", 2, 1), 1)]
+    runtime = api.Runtime(cache_dir=None, progress=False)
+    records = api.evaluate_runs(runs, _tiny(), digits_split("test"), runtime=runtime)
+    for (dset, seed), record in zip(runs, records):
+        alone = api.evaluate(dset, _tiny(), digits_split("test"), seeds=[seed], runtime=runtime)
+        assert record["top1"] == alone["top1"] and record["engine"] == api.PER_SEED
 
 
 def test_evaluate_hook_matches_the_per_seed_path(tmp_path, monkeypatch):
@@ -172,15 +210,15 @@ def test_seeds_per_pass_is_one_on_cpu_and_all_seeds_on_cuda():
 
 def test_evaluate_hook_chunks_are_cached_as_they_finish(tmp_path, monkeypatch):
     """On CPU each seed is its own chunk: a crash in the second chunk keeps the first one cached."""
-    real, calls = ms.train_seeds, []
+    real, calls = ms.train_runs, []
 
-    def crash_on_second(protocol, images, labels, seeds, *args, **kwargs):
-        calls.append(list(seeds))
+    def crash_on_second(protocol, runs, *args, **kwargs):
+        calls.append([run.seed for run in runs])
         if len(calls) == 2:
             raise KeyboardInterrupt
-        return real(protocol, images, labels, seeds, *args, **kwargs)
+        return real(protocol, runs, *args, **kwargs)
 
-    monkeypatch.setattr(ms, "train_seeds", crash_on_second)
+    monkeypatch.setattr(ms, "train_runs", crash_on_second)
     with pytest.raises(KeyboardInterrupt):
         _evaluate(tmp_path, [0, 1])
     assert calls == [[0], [1]] and len(list(tmp_path.glob("*.json"))) == 1

@@ -56,6 +56,7 @@ class Run:
     images: Tensor
     labels: Tensor
     seed: int
+    origin: str = ""  # the set's origin, for records of runs trained together on different sets
 
 
 @dataclass(frozen=True)
