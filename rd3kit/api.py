@@ -190,7 +190,7 @@ def evaluate_runs(
     if protocol.data.zca is not None and train is None:
         raise ConfigError(f"{protocol.ref} whitens with ZCA fitted on the full train set: pass --train")
     summaries = [check_set(dset, protocol) for dset, _ in runs]
-    phash, device, started = protocol_hash(protocol), torch.device(runtime.device), time.perf_counter()
+    phash, device = protocol_hash(protocol), torch.device(runtime.device)
     zca = ZCA(train, protocol.data.zca.eps) if protocol.data.zca is not None else None
     done, groups, test_xy = {}, {}, None
     for i, (dset, seed) in enumerate(runs):
@@ -205,9 +205,9 @@ def evaluate_runs(
     for (_, _, lr), members in groups.items():
         trained = _run_batched(protocol, test_xy, [(run, path) for _, run, path in members], lr, runtime, engine)
         done.update({i: run for (i, _, _), run in zip(members, trained)})
+    # Each record's wall time is its run's (a stacked chunk's time split evenly; a cached run's original time).
     return [_record(protocol, phash, dset, test, train, summary, [done[i]], resolve_lr(protocol, dset), runtime,
-                    time.perf_counter() - started if i == len(runs) - 1 else done[i].get("wall_s", 0.0))
-            for i, ((dset, _), summary) in enumerate(zip(runs, summaries))]
+                    done[i].get("wall_s", 0.0)) for i, ((dset, _), summary) in enumerate(zip(runs, summaries))]
 
 
 def _lookup(runtime: Runtime, phash: str, dset, test, train, seed: int, engine: str) -> tuple[dict | None, Path | None]:
