@@ -80,11 +80,13 @@ def check_set(dset: DistilledSet, protocol: CoupledProtocol) -> dict:
     missing = (counts == 0).nonzero().flatten().tolist()
     if missing:
         raise DataError(f"{where}: classes {missing[:10]} have no images; a distilled set covers every class")
-    if counts.min() != counts.max():
+    balanced = bool(counts.min() == counts.max())
+    # A whole train split (the audit's full-data arm) keeps its classes as the dataset has them (SVHN's differ).
+    if not balanced and not dset.recipe.get("full_train_set"):
         raise DataError(f"{where}: IPC is not constant across classes (min {int(counts.min())}, max {int(counts.max())})")
     if protocol.labels.kind == "soft_logits" and not dset.soft:
         raise DataError(f"{where}: {protocol.ref} trains on stored soft logits, but the set has hard labels")
-    return {"n": int(x.shape[0]), "ipc": int(counts[0])}
+    return {"n": int(x.shape[0]), "ipc": int(counts[0]) if balanced else None}
 
 
 def resolve_lr(protocol: CoupledProtocol, dset: DistilledSet) -> tuple[float, str]:

@@ -198,7 +198,8 @@ def _full_arm(ctx: _Ctx, spec: AuditSpec) -> dict | None:
     # The protocol's own lr, stated on the set so that protocols which read a learned lr get this one:
     # a learned lr belongs to a distilled set, never to the full data.
     whole = DistilledSet(train.images.to(torch.float32) / 255.0, train.labels, "raw01", lr,
-                         {f"full:{train.origin}|lr={lr}": train.sha256}, f"full train set: {train.label}")
+                         {f"full:{train.origin}|lr={lr}": train.sha256}, f"full train set: {train.label}",
+                         {"full_train_set": True})  # check_set: its classes need not be the same size
     return _set_arm(ctx, whole, "hard")
 
 

@@ -14,6 +14,7 @@ from typer.testing import CliRunner
 from rd3kit import api
 from rd3kit import audit as au
 from rd3kit.embedded import digits_split, digits_subset
+from rd3kit.errors import DataError
 from rd3kit.metrics import ddranking as dd
 from rd3kit.protocols import canonical_json, get_protocol, protocol_hash
 from rd3kit.protocols.spec import LabelSpec
@@ -166,6 +167,21 @@ def test_multiseed_audit_trains_the_set_and_its_random_subsets_side_by_side(spli
     for name in ("syn", "rand", "syn_noaug", "rand_noaug"):
         assert stacked["arms"][name]["engine"] == ms.ENGINE
         assert stacked["arms"][name]["top1"] == pytest.approx(eager["arms"][name]["top1"], abs=1 / 360)
+
+
+def test_full_run_trains_on_an_unbalanced_train_split(splits, tmp_path):
+    """The digits train split has 133-154 images per class: the full-data arm takes it as it is (a distilled set
+    of unequal IPC is still refused)."""
+    train, test = splits
+    counts = torch.bincount(train.labels)
+    assert counts.min() != counts.max()
+    spec = au.AuditSpec(w=0.5, g=0.5, seeds=(0,), baselines=(), run_full=True)
+    result = au.audit(digits_subset("random", 1, 3), _tiny(augment=False), test, train, spec,
+                      api.Runtime(cache_dir=tmp_path, progress=False))
+    assert result["arms"]["full"]["seeds"] == [0] and result["arms"]["full"]["mean"] > 0.5
+    uneven = DistilledSet(train.images[:11].float() / 255, torch.tensor([*range(10), 0]), "raw01")
+    with pytest.raises(DataError, match="IPC is not constant across classes \\(min 1, max 2\\)"):
+        api.check_set(uneven, _tiny())
 
 
 def test_cli_audit_renders_arms_and_scores(tmp_path, monkeypatch):
