@@ -20,6 +20,7 @@ import platform
 import statistics
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -140,8 +141,6 @@ def variant_compiled_ranks(protocol, x, y, xt, yt, seeds):
     untimed first job (seeds 0 and 1 of this protocol on 64 test images; Inductor's disk cache holds the graphs
     after the first call); the timed job is the second. train s: the ranks' summed seed training time / ranks;
     test s: the rest of the timed job's wall time (rank 0's, gather included)."""
-    from dataclasses import replace
-
     from rd3kit.scale import distributed
 
     dset, test = INPUTS[id(x)]
@@ -242,8 +241,6 @@ INPUTS: dict[int, tuple] = {}
 
 
 def load_inputs(ipc: int, protocol, test_images: int):
-    from dataclasses import replace
-
     dset = load_local([DATA / f"distilled/dc/res_DC_CIFAR10_ConvNet_{ipc}ipc.pt"], "normalized", select=-1)
     test = load_split("cifar10", "test", DATA / "cifar10/test.npz", None)
     test = replace(test, images=test.images[:test_images].contiguous(), labels=test.labels[:test_images].contiguous())

@@ -89,6 +89,12 @@ def check_set(dset: DistilledSet, protocol: CoupledProtocol) -> dict:
     return {"n": int(x.shape[0]), "ipc": int(counts[0]) if balanced else None}
 
 
+def require_train(protocol: CoupledProtocol, train: RealSplit | None) -> None:
+    """A ZCA protocol fits its whitening on the full train split: refuse to start without it."""
+    if protocol.data.zca is not None and train is None:
+        raise ConfigError(f"{protocol.ref} whitens with ZCA fitted on the full train set: pass --train")
+
+
 def resolve_lr(protocol: CoupledProtocol, dset: DistilledSet) -> tuple[float, str]:
     """The learning rate and where it came from; a missing learned lr falls back only if the protocol allows."""
     source = protocol.optimizer.lr_source
@@ -137,8 +143,7 @@ def evaluate(
     seeds = list(protocol.seeds if seeds is None else seeds)
     if len(set(seeds)) != len(seeds):
         raise ConfigError(f"--seeds has duplicates: {seeds}")
-    if protocol.data.zca is not None and train is None:
-        raise ConfigError(f"{protocol.ref} whitens with ZCA fitted on the full train set: pass --train")
+    require_train(protocol, train)
     phash, device = protocol_hash(protocol), torch.device(runtime.device)
     lr, lr_source = resolve_lr(protocol, dset)
     started = time.perf_counter()
@@ -189,8 +194,7 @@ def evaluate_runs(
     engine = _engine_name(runtime, protocol)
     if runtime.engine != "multiseed" or engine == PER_SEED:
         return [evaluate(dset, protocol, test, train=train, seeds=[seed], runtime=runtime) for dset, seed in runs]
-    if protocol.data.zca is not None and train is None:
-        raise ConfigError(f"{protocol.ref} whitens with ZCA fitted on the full train set: pass --train")
+    require_train(protocol, train)
     summaries = [check_set(dset, protocol) for dset, _ in runs]
     phash, device = protocol_hash(protocol), torch.device(runtime.device)
     zca = ZCA(train, protocol.data.zca.eps) if protocol.data.zca is not None else None

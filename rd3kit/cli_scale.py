@@ -110,8 +110,7 @@ def eval_distributed_cmd(
     if mode not in distributed.MODES or backend not in distributed.BACKENDS:
         raise ConfigError(f"--mode must be one of {', '.join(distributed.MODES)} and --backend one of "
                           f"{', '.join(distributed.BACKENDS)}; got --mode {mode!r} --backend {backend!r}")
-    if mode == "ddp" and engine != api.PER_SEED:
-        raise ConfigError(f"--mode ddp trains each seed with its own loop; --engine {engine} applies to --mode seeds")
+    distributed.check_engine(mode, engine)  # before any rank starts
     proto = get_protocol(protocol)
 
     def load():

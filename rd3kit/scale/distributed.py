@@ -256,8 +256,7 @@ def evaluate_ddp(dset: DistilledSet, protocol: CoupledProtocol | str, test: Real
 
     def setup():
         api.check_set(dset, protocol)
-        if protocol.data.zca is not None and train is None:
-            raise ConfigError(f"{protocol.ref} whitens with ZCA fitted on the full train set: pass --train")
+        api.require_train(protocol, train)
         return api.resolve_lr(protocol, dset)[0]
 
     lr = _gather(setup)[dist.get_rank()]
@@ -270,13 +269,17 @@ def evaluate_ddp(dset: DistilledSet, protocol: CoupledProtocol | str, test: Real
     return _record(protocol, (dset, test, train), per_seed, runtime, time.perf_counter() - started, {"mode": "ddp"})
 
 
+def check_engine(mode: str, engine: str) -> None:
+    """`--engine` picks how `--mode seeds` trains; `--mode ddp` has its own loop (per-seed float order)."""
+    if mode == "ddp" and engine != api.PER_SEED:
+        raise ConfigError(f"--mode ddp trains each seed with its own loop; --engine {engine} applies to --mode seeds")
+
+
 def run_job(job: DistJob, local_rank: int) -> dict | None:
     """Run `job` as this rank of the initialised default group; rank 0 returns the record."""
     if job.mode not in MODES:
         raise ConfigError(f"--mode must be one of {', '.join(MODES)}, got {job.mode!r}")
-    if job.mode == "ddp" and job.runtime.engine != api.PER_SEED:
-        raise ConfigError(f"--mode ddp trains each seed with its own loop (per-seed float order); --engine "
-                          f"{job.runtime.engine} applies to --mode seeds")
+    check_engine(job.mode, job.runtime.engine)
     threads = torch.get_num_threads()
     if job.threads is not None:
         torch.set_num_threads(job.threads)
